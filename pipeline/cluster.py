@@ -1,0 +1,43 @@
+"""The one place that sets up Dask: a LocalCluster on this machine, or a client of an existing scheduler."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+
+from distributed import Client, LocalCluster
+
+from pipeline.config import DaskConfig
+
+
+def default_workers() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+@contextlib.contextmanager
+def dask_client(cfg: DaskConfig) -> Iterator[Client]:
+    """Yield a Dask client; a local cluster is closed on exit, a remote scheduler is left running.
+
+    Local workers are processes with one thread each: DICOM parsing holds the GIL, so threads would not
+    run in parallel.
+    """
+    for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    if cfg.scheduler:
+        with Client(cfg.scheduler, timeout="20s") as client:
+            yield client
+        return
+    with (
+        LocalCluster(
+            n_workers=cfg.workers or default_workers(),
+            threads_per_worker=cfg.threads_per_worker,
+            processes=True,
+            memory_limit=cfg.memory_limit,
+            dashboard_address=None,
+            silence_logs=logging.ERROR,
+        ) as cluster,
+        Client(cluster) as client,
+    ):
+        yield client

@@ -1,0 +1,105 @@
+"""Typed configuration: pydantic models loaded from YAML, overridden by CLI flags.
+
+``configs/default.yaml`` documents every key and must equal these defaults (a test checks both ways).
+Unknown keys are errors, so a typo in a YAML file fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None
+    experiment: str = "medssl"
+    enabled: bool = True
+
+
+class DaskConfig(_Strict):
+    workers: int | None = Field(default=None, ge=1)
+    scheduler: str | None = None
+    threads_per_worker: int = Field(default=1, ge=1)
+    memory_limit: str = "auto"
+
+
+Correction = Literal["reject", "raw", "resample"]
+
+
+class IngestConfig(_Strict):
+    sources: list[Path] = Field(default_factory=list)
+    out: Path | None = None
+    labels: list[Path] = Field(default_factory=list)
+    compress: bool = True
+    site: str | None = None
+    pseudonym_key: SecretStr | None = None
+    tilt: Correction = "reject"
+    nonuniform_spacing: Correction = "reject"
+    reject_localizers: bool = True
+    spacing_tolerance: float = Field(default=0.05, gt=0)
+    orientation_tolerance: float = Field(default=1e-3, gt=0)
+    tilt_tolerance_deg: float = Field(default=0.1, gt=0)
+    files_per_task: int = Field(default=128, ge=1)
+    image_extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg"])
+
+
+class Config(_Strict):
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    dask: DaskConfig = Field(default_factory=DaskConfig)
+    ingest: IngestConfig = Field(default_factory=IngestConfig)
+
+
+class ConfigError(ValueError):
+    """A config file or override that does not validate; the message names the key."""
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = value
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``overrides`` (dotted keys; ``None`` values mean 'not given')."""
+    tree: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file not found: {path}")
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping")
+        tree = loaded
+    for key, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(tree, key, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"invalid config at '{where}': {first['msg']}") from exc
+
+
+def flat_params(config: Config) -> dict[str, str]:
+    """The resolved config as flat ``section.key -> str`` pairs, for MLflow params (secrets masked)."""
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            out[prefix] = str(node)
+
+    walk("", config.model_dump(mode="json"))
+    return out

@@ -1,0 +1,122 @@
+"""Conversion tasks that run on Dask workers: decode, assemble, write, and return one small manifest row.
+
+Pixel arrays never leave the worker: a task gets a plan (paths and geometry) and returns a dict.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.ingest.group import StackPlan
+from pipeline.ingest.headers import ImageFileHeader
+from pipeline.ingest.nifti import to_rgb24, write_nifti
+from pipeline.ingest.pixels import read_planes
+from pipeline.ingest.reasons import Reason, Rejected
+from pipeline.ingest.resample import resample_layout
+from pipeline.ingest.rows import image_row, stack_row
+
+
+def nifti_name(key: str, compress: bool) -> str:
+    return f"{key}.nii.gz" if compress else f"{key}.nii"
+
+
+def assemble(plan: StackPlan) -> tuple[np.ndarray, float, float]:
+    """Decode the plan's files and place every frame: returns (data in x,y,z[,t][,c] order, slope, intercept)."""
+    layout = plan.layout
+    planes: dict[int, np.ndarray] = {}
+    needed = {plan.frames[i].file for vol in layout.order for i in vol}
+    for f in sorted(needed):
+        planes[f] = read_planes(plan.files[f])
+    scales = {(plan.frames[i].frame.slope, plan.frames[i].frame.intercept) for vol in layout.order for i in vol}
+    sample = planes[next(iter(planes))]
+    varying = len(scales) > 1
+    dtype = np.float32 if varying else sample.dtype
+    nz, nt = layout.n_slices, layout.n_volumes
+    out = np.empty((nt, nz, *sample.shape[1:]), dtype=dtype)
+    for t, vol in enumerate(layout.order):
+        for z, i in enumerate(vol):
+            ref = plan.frames[i]
+            try:
+                plane = planes[ref.file][ref.frame.index]
+            except IndexError as exc:
+                raise Rejected(Reason.CORRUPT_FILE, "fewer frames decoded than the header declares") from exc
+            if plane.shape != sample.shape[1:]:
+                raise Rejected(Reason.INCONSISTENT_SHAPE, "decoded planes differ in size")
+            out[t, z] = plane * ref.frame.slope + ref.frame.intercept if varying else plane
+    slope, intercept = (1.0, 0.0) if varying else scales.pop()
+    # (t, z, rows, cols[, c]) -> (cols, rows, z, t[, c]): NIfTI's i runs along a row, j down the columns.
+    data = np.moveaxis(out, (0, 1, 2, 3), (3, 2, 1, 0))
+    if nt == 1:
+        data = data[:, :, :, 0]
+    return np.ascontiguousarray(data), slope, intercept
+
+
+def convert_stack(plan: StackPlan, out_dir: str, compress: bool, site: str | None, digest: str) -> list[dict[str, Any]]:
+    """Convert one accepted stack to NIfTI, or return its rejection row; never raises for bad data."""
+    row = stack_row(plan, site, digest)
+    if plan.reason is not None:
+        return [row]
+    try:
+        data, slope, intercept = assemble(plan)
+        affine = plan.layout.affine
+        if any(c.endswith("_resampled") for c in plan.layout.corrections):
+            data, affine = resample_layout(data, plan)
+        if data.ndim >= 4 and plan.head.samples == 3:
+            data = to_rgb24(data)
+        rel = Path("volumes") / nifti_name(plan.key, compress)
+        row["voxel_sha256"] = write_nifti(Path(out_dir) / rel, data, affine, slope, intercept)
+    except Rejected as rej:
+        row.update(status="rejected", reason=str(rej.reason), detail=rej.detail)
+        return [row]
+    except MemoryError:
+        row.update(status="rejected", reason=str(Reason.DECODE_FAILED), detail="out of memory assembling the stack")
+        return [row]
+    row.update(
+        output_path=str(rel),
+        shape=list(data.shape),
+        spacing=[float(s) for s in nib.affines.voxel_sizes(affine)],
+        dtype=str(data.dtype) if data.dtype.names is None else "RGB24",
+    )
+    return [row]
+
+
+def convert_images(
+    items: list[tuple[ImageFileHeader, dict[str, Any]]], out_dir: str, compress: bool
+) -> list[dict[str, Any]]:
+    """Convert a batch of PNG/JPEG files (one Dask task for many small images)."""
+    return [_convert_image(h, extra, out_dir, compress) for h, extra in items]
+
+
+def _convert_image(h: ImageFileHeader, extra: dict[str, Any], out_dir: str, compress: bool) -> dict[str, Any]:
+    from PIL import Image
+
+    row = image_row(h, extra)
+    try:
+        with Image.open(h.path) as im:
+            im.load()
+            arr = np.asarray(im.convert("RGB") if im.mode in ("RGBA", "LA", "P", "CMYK", "YCbCr") else im)
+    except Exception as exc:
+        row.update(status="rejected", reason=str(Reason.CORRUPT_FILE), detail=f"image undecodable: {exc}"[:200])
+        return row
+    if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
+        arr = arr[..., 0]  # grey stored as RGB: one channel loses nothing
+    # (rows, cols[, c]) -> (cols, rows, 1[, c]); the image's top row goes to the anterior/superior side.
+    data = np.ascontiguousarray(np.swapaxes(arr, 0, 1)[:, :, None])
+    if data.ndim == 4:
+        data = to_rgb24(data)
+    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
+    rel = Path("volumes") / nifti_name(row["series_key"], compress)
+    row["voxel_sha256"] = write_nifti(Path(out_dir) / rel, data, affine)
+    row.update(
+        output_path=str(rel),
+        shape=list(data.shape),
+        spacing=[1.0, 1.0, 1.0],
+        dtype=str(data.dtype) if data.dtype.names is None else "RGB24",
+        ingested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    )
+    return row

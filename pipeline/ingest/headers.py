@@ -1,0 +1,524 @@
+"""Header-only reading of one file into a small, picklable record.
+
+Discovery runs this on Dask workers for every file in the archive, so it must be cheap (no pixel decode)
+and its result small (no arrays, no patient identifiers in clear). Every DICOM flavour is reduced here to a
+list of :class:`Frame` records (one per 2D plane with its own position), so that grouping and stacking
+treat classic slices, enhanced multi-frame objects and Siemens mosaics the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import struct
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pydicom
+
+with warnings.catch_warnings():  # nibabel warns about its DICOM *readers*; only the CSA parser is used here
+    warnings.simplefilter("ignore", UserWarning)
+    from nibabel.nicom import csareader
+from pydicom.dataset import Dataset
+from pydicom.errors import InvalidDicomError
+from pydicom.pixels.decoders.base import get_decoder
+from pydicom.uid import UID
+
+from pipeline.ingest.reasons import Reason, Rejected
+from pipeline.pseudonym import pseudonym, scrub
+
+# Modalities whose images are projections or 2D acquisitions: each file is one image, never a stack.
+PLANAR_MODALITIES = frozenset({"CR", "DX", "MG", "US", "XA", "RF", "IO", "PX", "OT", "ES", "XC", "SM", "OP"})
+SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
+# Objects that carry pixel data but are not images of the patient to learn from.
+NON_IMAGE_SOP_CLASSES = {
+    "1.2.840.10008.5.1.4.1.1.66.4": "segmentation object (SEG)",
+    "1.2.840.10008.5.1.4.1.1.481.2": "RT dose grid",
+    "1.2.840.10008.1.3.10": "DICOMDIR (media directory)",
+}
+NON_IMAGE_EXTENSIONS = {
+    ".nii": "NIfTI",
+    ".gz": "compressed file",
+    ".npz": "NumPy archive",
+    ".npy": "NumPy array",
+    ".json": "JSON",
+    ".csv": "CSV table",
+    ".bval": "b-values",
+    ".bvec": "b-vectors",
+    ".md": "Markdown",
+    ".txt": "text",
+    ".xml": "XML",
+    ".html": "HTML",
+    ".pdf": "PDF",
+    ".zip": "ZIP archive",
+    ".sh": "script",
+}
+DICOM_EXTENSIONS = {".dcm", ".dicom", ".ima", ""}
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
+COMPLEX_PARTS = {"M": "M", "MAGNITUDE": "M", "P": "P", "PHASE": "P", "R": "R", "REAL": "R", "I": "I", "IMAGINARY": "I"}
+
+
+@dataclass(slots=True)
+class Frame:
+    """One 2D plane: where it is, how its values scale, and how it orders in time at its position."""
+
+    index: int
+    ipp: tuple[float, float, float]
+    iop: tuple[float, float, float, float, float, float]
+    spacing: tuple[float, float]
+    slope: float
+    intercept: float
+    temporal: tuple[float, ...]
+    split: tuple[str, ...] = ()
+
+
+@dataclass(slots=True)
+class DicomHeader:
+    """What grouping and conversion need from one DICOM file. Identifiers are already pseudonymised."""
+
+    path: str
+    source_dir: str
+    size: int
+    mtime_ns: int
+    sop_uid: str
+    series_uid: str
+    series_number: str
+    patient: str
+    study: str
+    modality: str
+    manufacturer: str
+    institution: str
+    description: str
+    image_type: tuple[str, ...]
+    transfer_syntax: str
+    sop_class: str
+    rows: int
+    cols: int
+    samples: int
+    photometric: str
+    bits_allocated: int
+    pixel_representation: int
+    n_frames: int
+    mosaic_grid: int
+    planar: bool
+    split: tuple[str, ...]
+    slice_thickness: float
+    gantry_tilt: float
+    frames: list[Frame] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class ImageFileHeader:
+    """A PNG or JPEG given as input (public labeled datasets), sized and typed from its header."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    width: int
+    height: int
+    mode: str
+    format: str
+
+
+@dataclass(slots=True)
+class FileRejection:
+    path: str
+    size: int
+    mtime_ns: int
+    reason: Reason
+    detail: str
+
+
+FileRecord = DicomHeader | ImageFileHeader | FileRejection
+
+
+def _float(value: object, default: float = 0.0) -> float:
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return default
+    return out if math.isfinite(out) else default
+
+
+def _int(value: object, default: int = 0) -> int:
+    try:
+        return int(value)  # type: ignore[call-overload]
+    except (TypeError, ValueError):
+        return default
+
+
+def _vec(value: object, n: int) -> tuple[float, ...] | None:
+    try:
+        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
+
+
+def _first(ds: Dataset | None, keyword: str) -> Dataset | None:
+    if ds is None:
+        return None
+    seq = ds.get(keyword)
+    return seq[0] if seq else None
+
+
+def _complex_part(image_type: tuple[str, ...]) -> str:
+    return next((COMPLEX_PARTS[v] for v in image_type[2:] if v in COMPLEX_PARTS), "")
+
+
+def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
+    """Reject a file whose pixel data element is missing or runs past the end of the file (truncated)."""
+    start = fp.tell()
+    head = fp.read(12)
+    little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
+    order = "<" if little else ">"
+    if len(head) < 8:
+        raise Rejected(
+            Reason.NOT_AN_IMAGE, f"no pixel data ({UID(ds.get('SOPClassUID', '')).name or 'unknown SOP class'})"
+        )
+    group, elem = struct.unpack(order + "HH", head[:4])
+    if (group, elem) not in {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}:
+        raise Rejected(Reason.NOT_AN_IMAGE, "no pixel data element")
+    implicit = ds.original_encoding[0]
+    if implicit:
+        (length,) = struct.unpack(order + "I", head[4:8])
+        value_start = start + 8
+    else:
+        (length,) = struct.unpack(order + "I", head[8:12])
+        value_start = start + 12
+    if length == 0xFFFFFFFF:  # encapsulated (compressed): the decoder will tell if it is cut short
+        if size < value_start + 16:
+            raise Rejected(Reason.CORRUPT_FILE, "truncated: encapsulated pixel data is cut off")
+        return
+    if value_start + length > size:
+        raise Rejected(
+            Reason.CORRUPT_FILE, f"truncated: pixel data needs {length} bytes, file has {size - value_start}"
+        )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    if not head or b"\x00" in head:
+        return False
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _classify_non_dicom(path: str, head: bytes) -> Rejected:
+    name = os.path.basename(path).lower()
+    ext = os.path.splitext(name)[1]
+    if name.endswith(".nii.gz") or ext in {".nii", ".npz", ".npy", ".nrrd", ".mha", ".mhd"}:
+        return Rejected(
+            Reason.NOT_AN_IMAGE, f"{NON_IMAGE_EXTENSIONS.get(ext, ext)} file: not an ingestible input format"
+        )
+    if ext in DICOM_EXTENSIONS and not _looks_like_text(head):
+        return Rejected(Reason.CORRUPT_FILE, "not parseable as DICOM")
+    if _looks_like_text(head):
+        return Rejected(Reason.NOT_AN_IMAGE, f"{NON_IMAGE_EXTENSIONS.get(ext, 'text')} file")
+    return Rejected(Reason.NOT_AN_IMAGE, f"unrecognised {ext or 'extensionless'} file")
+
+
+def read_header(path: str, key: bytes, image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")) -> FileRecord:
+    """Classify one file and read its header; never raises for bad input, returns a rejection instead."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return FileRejection(path, 0, 0, Reason.UNREADABLE_FILE, exc.strerror or type(exc).__name__)
+    try:
+        return _read_header(path, st.st_size, st.st_mtime_ns, key, image_extensions)
+    except Rejected as rej:
+        return FileRejection(path, st.st_size, st.st_mtime_ns, rej.reason, rej.detail)
+    except PermissionError as exc:
+        return FileRejection(
+            path, st.st_size, st.st_mtime_ns, Reason.UNREADABLE_FILE, exc.strerror or "permission denied"
+        )
+    except Exception as exc:  # a malformed header can raise anything from deep inside pydicom
+        return FileRejection(
+            path, st.st_size, st.st_mtime_ns, Reason.CORRUPT_FILE, f"{type(exc).__name__}: {exc}"[:200]
+        )
+
+
+def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensions: tuple[str, ...]) -> FileRecord:
+    if not os.path.isfile(path):
+        raise Rejected(Reason.UNREADABLE_FILE, "not a regular file")
+    if size == 0:
+        raise Rejected(Reason.CORRUPT_FILE, "zero-byte file")
+    with open(path, "rb") as fp:
+        head = fp.read(132)
+        if head.startswith(PNG_MAGIC) or head.startswith(JPEG_MAGIC):
+            return _read_image_file(path, size, mtime_ns)
+        if os.path.splitext(path)[1].lower() in image_extensions:
+            raise Rejected(Reason.CORRUPT_FILE, "image file extension but no PNG/JPEG signature")
+        is_part10 = head[128:132] == b"DICM"
+        # Files without the Part 10 preamble (old ACR-NEMA style) start with a group 0x0002/0x0008 tag.
+        if not is_part10 and head[:2] not in (b"\x02\x00", b"\x08\x00", b"\x00\x08", b"\x00\x02"):
+            raise _classify_non_dicom(path, head)
+        fp.seek(0)
+        try:
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10)
+        except InvalidDicomError as exc:
+            raise _classify_non_dicom(path, head) from exc
+        except (EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
+            raise Rejected(Reason.CORRUPT_FILE, f"header unreadable: {type(exc).__name__}") from exc
+        sop_class = str(
+            ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", Dataset()), "MediaStorageSOPClassUID", "")
+        )
+        if "DirectoryRecordSequence" in ds or sop_class == "1.2.840.10008.1.3.10":
+            raise Rejected(Reason.NOT_AN_IMAGE, "DICOMDIR (media directory)")
+        if sop_class in NON_IMAGE_SOP_CLASSES:
+            raise Rejected(Reason.NOT_AN_IMAGE, NON_IMAGE_SOP_CLASSES[sop_class])
+        if "Rows" not in ds or "Columns" not in ds:
+            name = UID(sop_class).name if sop_class else ds.get("Modality", "unknown object")
+            raise Rejected(Reason.NOT_AN_IMAGE, f"no image ({name})")
+        _check_pixel_element(fp, ds, size)
+    return _dicom_header(path, size, mtime_ns, ds, sop_class, key)
+
+
+def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            return ImageFileHeader(path, size, mtime_ns, im.width, im.height, im.mode, im.format or "")
+    except (UnidentifiedImageError, OSError) as exc:
+        raise Rejected(Reason.CORRUPT_FILE, f"image header unreadable: {exc}"[:200]) from exc
+
+
+def _transfer_syntax(ds: Dataset) -> str:
+    meta = ds.get("file_meta")
+    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
+    if ts is None:
+        implicit, little = ds.original_encoding
+        ts = (
+            pydicom.uid.ImplicitVRLittleEndian
+            if implicit
+            else (pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
+        )
+    return str(ts)
+
+
+def _check_decodable(ts: str) -> None:
+    uid = UID(ts)
+    try:
+        decoder = get_decoder(uid)
+    except NotImplementedError as exc:
+        raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX, f"no pixel decoder for {uid.name or ts}") from exc
+    if not decoder.is_available:
+        missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items())
+        raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX, f"{uid.name}: no decoder plugin installed ({missing})"[:200])
+
+
+def _dicom_header(path: str, size: int, mtime_ns: int, ds: Dataset, sop_class: str, key: bytes) -> DicomHeader:
+    ts = _transfer_syntax(ds)
+    _check_decodable(ts)
+    image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
+    modality = str(ds.get("Modality", "") or "")
+    has_geometry = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    # Projections are single images; secondary captures too unless they carry slice geometry.
+    planar = modality in PLANAR_MODALITIES or (sop_class.startswith(SECONDARY_CAPTURE_PREFIX) and not has_geometry)
+    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    n_frames = max(1, _int(ds.get("NumberOfFrames"), 1))
+    identifiers = [str(ds.get(k, "") or "") for k in ("PatientName", "PatientID")]
+    header = DicomHeader(
+        path=path,
+        source_dir=scrub(os.path.dirname(path), identifiers, key),
+        size=size,
+        mtime_ns=mtime_ns,
+        sop_uid=str(ds.get("SOPInstanceUID", "")),
+        series_uid=str(ds.get("SeriesInstanceUID", "")),
+        series_number=str(ds.get("SeriesNumber", "") or ""),
+        patient=pseudonym(key, str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")),
+        study=pseudonym(key, str(ds.get("StudyInstanceUID", ""))),
+        modality=modality,
+        manufacturer=str(ds.get("Manufacturer", "") or ""),
+        institution=str(ds.get("InstitutionName", "") or ""),
+        description=scrub(str(ds.get("SeriesDescription", "") or ""), identifiers, key),
+        image_type=image_type,
+        transfer_syntax=ts,
+        sop_class=sop_class,
+        rows=rows,
+        cols=cols,
+        samples=_int(ds.get("SamplesPerPixel"), 1),
+        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
+        bits_allocated=_int(ds.get("BitsAllocated"), 16),
+        pixel_representation=_int(ds.get("PixelRepresentation")),
+        n_frames=n_frames,
+        mosaic_grid=0,
+        planar=planar,
+        split=(str(_int(ds.get("EchoNumbers"), 0)), _complex_part(image_type)),
+        slice_thickness=_float(ds.get("SliceThickness"), 0.0),
+        gantry_tilt=_float(ds.get("GantryDetectorTilt"), 0.0),
+    )
+    if "PerFrameFunctionalGroupsSequence" in ds:
+        header.frames = _enhanced_frames(ds)
+    elif "MOSAIC" in image_type and (mosaic := _mosaic_frames(ds)) is not None:
+        header.mosaic_grid, header.frames = mosaic
+        header.rows, header.cols = rows // header.mosaic_grid, cols // header.mosaic_grid
+    else:
+        header.frames = _classic_frames(ds, n_frames, planar)
+    return header
+
+
+def _private(ds: Dataset | None, group: int, element: int, creator: str) -> object:
+    if ds is None:
+        return None
+    try:
+        return ds.get_private_item(group, element, creator).value
+    except (KeyError, ValueError):
+        return None
+
+
+def _rescale(ds: Dataset | None, slope: float, intercept: float, manufacturer: str) -> tuple[float, float]:
+    """Rescale to apply; for Philips MR, the 'precise' floating-point values, as dcm2niix writes by default.
+
+    Philips stores a private scale slope (2005,100E) beside the display rescale: precise value =
+    (stored * RS + RI) / (RS * SS).
+    """
+    if not manufacturer.upper().startswith("PHILIPS"):
+        return slope, intercept
+    scale = _float(_private(ds, 0x2005, 0x0E, "Philips MR Imaging DD 001"), 0.0)
+    if scale == 0.0:
+        return slope, intercept
+    # In float32, in dcm2niix's order of operations, so the header scaling comes out bit-identical.
+    rs, ri, ss = np.float32(slope), np.float32(intercept), np.float32(scale)
+    p0 = (np.float32(0) * rs + ri) / (rs * ss)
+    p1 = (np.float32(1) * rs + ri) / (rs * ss)
+    if p1 - p0 == rs and p0 == ri:
+        return slope, intercept
+    return float(p1 - p0), float(p0)
+
+
+def _pixel_spacing(ds: Dataset | None) -> tuple[float, float] | None:
+    if ds is None:
+        return None
+    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
+        if (sp := _vec(ds.get(keyword), 2)) is not None and sp[0] > 0 and sp[1] > 0:
+            return (sp[0], sp[1])
+    return None
+
+
+def _temporal(ds: Dataset, frame: int) -> tuple[float, ...]:
+    """Ordering key among frames that share one position (the volumes of a 4D series)."""
+    return (
+        _float(ds.get("TemporalPositionIdentifier")),
+        _float(ds.get("AcquisitionNumber")),
+        _float(ds.get("InstanceNumber")),
+        float(frame),
+    )
+
+
+def _classic_frames(ds: Dataset, n_frames: int, planar: bool) -> list[Frame]:
+    ipp = _vec(ds.get("ImagePositionPatient"), 3)
+    iop = _vec(ds.get("ImageOrientationPatient"), 6)
+    spacing = _pixel_spacing(ds) or (1.0, 1.0)
+    slope, intercept = _rescale(
+        ds,
+        _float(ds.get("RescaleSlope"), 1.0) or 1.0,
+        _float(ds.get("RescaleIntercept"), 0.0),
+        str(ds.get("Manufacturer", "")),
+    )
+    if planar or ipp is None or iop is None:
+        # No patient geometry: a planar image (or cine) laid out on a default axial grid.
+        return [
+            Frame(f, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), spacing, slope, intercept, _temporal(ds, f))
+            for f in range(n_frames)
+        ]
+    if n_frames == 1:
+        return [Frame(0, ipp, iop, spacing, slope, intercept, _temporal(ds, 0))]
+    # Legacy multi-frame without per-frame groups: frames are slices SpacingBetweenSlices apart.
+    step = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness")) or 1.0
+    normal = np.cross(iop[:3], iop[3:])
+    return [
+        Frame(
+            f, tuple(float(v) for v in np.add(ipp, f * step * normal)), iop, spacing, slope, intercept, _temporal(ds, f)
+        )
+        for f in range(n_frames)
+    ]
+
+
+def _mosaic_frames(ds: Dataset) -> tuple[int, list[Frame]] | None:
+    """Siemens mosaic: one stored image tiles n slices; positions come from the CSA header."""
+    try:
+        csa = csareader.get_csa_header(ds, "image")
+        n = csareader.get_n_mosaic(csa)
+        normal = csareader.get_slice_normal(csa)
+    except Exception:
+        return None
+    ipp = _vec(ds.get("ImagePositionPatient"), 3)
+    iop = _vec(ds.get("ImageOrientationPatient"), 6)
+    spacing = _pixel_spacing(ds)
+    if not n or ipp is None or iop is None or spacing is None:
+        return None
+    grid = math.ceil(math.sqrt(n))
+    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
+    tile_r, tile_c = rows / grid, cols / grid
+    row_dir, col_dir = np.array(iop[:3]), np.array(iop[3:])
+    # The stored position is the mosaic's corner; move it to the first tile's corner.
+    origin = np.array(ipp) + row_dir * spacing[1] * (cols - tile_c) / 2 + col_dir * spacing[0] * (rows - tile_r) / 2
+    if normal is None:
+        normal = np.cross(row_dir, col_dir)
+    step = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness")) or 1.0
+    slope, intercept = _rescale(
+        ds,
+        _float(ds.get("RescaleSlope"), 1.0) or 1.0,
+        _float(ds.get("RescaleIntercept"), 0.0),
+        str(ds.get("Manufacturer", "")),
+    )
+    frames = [
+        Frame(
+            k,
+            tuple(float(v) for v in origin + k * step * np.asarray(normal, float)),
+            iop,
+            spacing,
+            slope,
+            intercept,
+            (*_temporal(ds, k)[:3], 0.0),
+        )
+        for k in range(n)
+    ]
+    return grid, frames
+
+
+def _enhanced_frames(ds: Dataset) -> list[Frame]:
+    """Enhanced multi-frame: geometry and scaling per frame from the functional groups (per-frame, then shared)."""
+    shared = _first(ds, "SharedFunctionalGroupsSequence")
+    manufacturer = str(ds.get("Manufacturer", ""))
+    top_slope = _float(ds.get("RescaleSlope"), 1.0) or 1.0
+    top_intercept = _float(ds.get("RescaleIntercept"), 0.0)
+    frames = []
+    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+
+        def group(keyword: str, item: Dataset = item) -> Dataset | None:
+            return _first(item, keyword) or _first(shared, keyword)
+
+        ipp = _vec(getattr(group("PlanePositionSequence"), "ImagePositionPatient", None), 3)
+        iop = _vec(getattr(group("PlaneOrientationSequence"), "ImageOrientationPatient", None), 6)
+        if ipp is None or iop is None:
+            raise Rejected(Reason.MISSING_GEOMETRY, f"frame {f + 1} has no plane position/orientation")
+        spacing = _pixel_spacing(group("PixelMeasuresSequence")) or _pixel_spacing(ds) or (1.0, 1.0)
+        pvt = group("PixelValueTransformationSequence")
+        philips = _private(item, 0x2005, 0x0F, "Philips MR Imaging DD 005")
+        slope, intercept = _rescale(
+            philips[0] if philips else None,
+            _float(getattr(pvt, "RescaleSlope", None), top_slope) or 1.0,
+            _float(getattr(pvt, "RescaleIntercept", None), top_intercept),
+            manufacturer,
+        )
+        content = group("FrameContentSequence")
+        frame_type_item = (
+            group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence") or group("FrameTypeSequence")
+        )
+        frame_type = tuple(str(v) for v in (getattr(frame_type_item, "FrameType", None) or ()))
+        echo = _float(getattr(group("MREchoSequence"), "EffectiveEchoTime", None), 0.0)
+        temporal = (
+            _float(getattr(content, "TemporalPositionIndex", None)),
+            _float(ds.get("AcquisitionNumber")),
+            _float(ds.get("InstanceNumber")),
+            float(f),
+        )
+        frames.append(Frame(f, ipp, iop, spacing, slope, intercept, temporal, ("/".join(frame_type[2:]), f"{echo:g}")))
+    return frames

@@ -1,0 +1,45 @@
+"""NIfTI output: arrays in NIfTI index order, written atomically, with a digest of the voxels."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.atomic import atomic_path
+
+RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+
+
+def to_rgb24(arr: np.ndarray) -> np.ndarray:
+    """Pack a trailing RGB axis into NIfTI's RGB24 type, the colour type viewers and dcm2niix use."""
+    packed = np.empty(arr.shape[:-1], dtype=RGB24)
+    for c, name in enumerate("RGB"):
+        packed[name] = arr[..., c]
+    return packed
+
+
+def voxel_digest(arr: np.ndarray) -> str:
+    """sha256 of shape, dtype and voxels: equal digests mean equal images, whatever the file's compression."""
+    h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> str:
+    """Write ``data`` (x, y, z[, t]) with ``affine`` (RAS, mm) atomically; return the voxel digest.
+
+    Stored values are kept as decoded and the DICOM rescale goes into scl_slope/scl_inter, as dcm2niix
+    does, so readers that apply the scaling see real-world values and nothing is rounded.
+    """
+    img = nib.Nifti1Image(data, affine)
+    img.header.set_xyzt_units("mm", "sec")
+    img.set_sform(affine, code=1)
+    img.set_qform(affine, code=1)
+    if (slope, intercept) != (1.0, 0.0):
+        img.header.set_slope_inter(slope, intercept)
+    with atomic_path(path) as tmp:
+        nib.save(img, tmp)
+    return voxel_digest(data)

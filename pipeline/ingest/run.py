@@ -1,0 +1,332 @@
+"""The ingest stage: archive folders in, NIfTI volumes and ``manifest.parquet`` out.
+
+Discovery (header-only reads) and conversion (one task per stack) run on Dask; grouping and the stack
+checks run on the client, on small records. Every finished row goes to a journal as it arrives, so a run
+that is killed loses at most the rows of its last seconds, and the next run redoes only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from distributed import as_completed
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from pipeline import tracking
+from pipeline.atomic import atomic_path, write_text
+from pipeline.cluster import dask_client
+from pipeline.config import Config, IngestConfig
+from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
+from pipeline.ingest.geometry import Policy
+from pipeline.ingest.group import StackPlan, plan_stacks
+from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
+from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest
+from pipeline.labels import LabelRow, read_labels
+from pipeline.pseudonym import pseudonym, resolve_key
+
+log = logging.getLogger(__name__)
+MANIFEST = "manifest.parquet"
+JOURNAL_DIR = ".journal"
+IMAGES_PER_TASK = 64
+
+
+class IngestError(RuntimeError):
+    """A problem with the request itself (no sources, unusable output folder), not with one input file."""
+
+
+@dataclass
+class IngestResult:
+    manifest: Path
+    n_files: int
+    seconds: float
+    converted: int
+    unchanged: int
+    accepted: int
+    rejected: Counter[str] = field(default_factory=Counter)
+    dataset_digest: str | None = None
+
+    @property
+    def files_per_second(self) -> float:
+        return self.n_files / self.seconds if self.seconds > 0 else 0.0
+
+
+def walk(sources: Iterable[Path], exclude: Path) -> list[str]:
+    """Every file under the sources, sorted, skipping hidden entries and the output folder itself."""
+    exclude = exclude.resolve()
+    found: list[str] = []
+    for src in sources:
+        src = Path(src)
+        if not src.exists() and not src.is_symlink():
+            raise IngestError(f"source not found: {src}")
+        if not src.is_dir():
+            found.append(str(src))
+            continue
+        for root, dirs, files in os.walk(src):
+            root_path = Path(root)
+            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != exclude)
+            found.extend(str(root_path / f) for f in sorted(files) if not f.startswith("."))
+    return found
+
+
+def scan_files(paths: list[str], secret: bytes, image_extensions: tuple[str, ...]) -> list[FileRecord]:
+    """Dask task: header-only read of a batch of files."""
+    return [read_header(p, secret, image_extensions) for p in paths]
+
+
+class Journal:
+    """Append-only record of finished rows, in atomically written JSON-lines segments."""
+
+    def __init__(self, out_dir: Path) -> None:
+        self.dir = out_dir / JOURNAL_DIR
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.pending: list[dict[str, Any]] = []
+        self.last_flush = time.monotonic()
+        self.segment = 0
+
+    def load(self) -> dict[str, dict[str, Any]]:
+        rows: dict[str, dict[str, Any]] = {}
+        for seg in sorted(self.dir.glob("*.jsonl")):
+            for line in seg.read_text(encoding="utf-8").splitlines():
+                if line.strip():
+                    row = json.loads(line)
+                    rows[row["series_key"]] = row
+        return rows
+
+    def add(self, rows: list[dict[str, Any]]) -> None:
+        self.pending.extend(rows)
+        if len(self.pending) >= 500 or time.monotonic() - self.last_flush > 2.0:
+            self.flush()
+
+    def flush(self) -> None:
+        if self.pending:
+            self.segment += 1
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self.segment:05d}.jsonl"
+            write_text(self.dir / name, "".join(json.dumps(r) + "\n" for r in self.pending))
+            self.pending = []
+        self.last_flush = time.monotonic()
+
+    def compact(self, rows: dict[str, dict[str, Any]]) -> None:
+        """Replace all segments by one holding ``rows`` (new segment first, so a kill here loses nothing)."""
+        old = sorted(self.dir.glob("*.jsonl"))
+        keep = self.dir / f"{time.time_ns():020d}-compact.jsonl"
+        write_text(keep, "".join(json.dumps(r) + "\n" for r in rows.values()))
+        for seg in old:
+            seg.unlink(missing_ok=True)
+
+
+def write_manifest(rows: Iterable[dict[str, Any]], path: Path) -> pd.DataFrame:
+    """Write the manifest atomically, columns in contract order, one row per series key."""
+    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
+    for col, dtype in COLUMNS.items():
+        if dtype != "object":
+            df[col] = df[col].astype(dtype)
+    df = df.sort_values(["status", "series_key"], kind="stable").reset_index(drop=True)
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False)
+    return df
+
+
+def _settings(cfg: IngestConfig) -> str:
+    """The settings that change what conversion writes; part of every input digest."""
+    return json.dumps(
+        {
+            k: getattr(cfg, k)
+            for k in (
+                "compress",
+                "tilt",
+                "nonuniform_spacing",
+                "site",
+                "reject_localizers",
+                "spacing_tolerance",
+                "orientation_tolerance",
+                "tilt_tolerance_deg",
+            )
+        },
+        default=str,
+        sort_keys=True,
+    )
+
+
+def _load_labels(paths: list[Path]) -> dict[str, LabelRow]:
+    labels: dict[str, LabelRow] = {}
+    for p in paths:
+        labels.update(read_labels(p))
+    return labels
+
+
+def _image_extra(
+    h: ImageFileHeader, labels: dict[str, LabelRow], secret: bytes, settings: str, site: str | None
+) -> dict[str, Any]:
+    lab = labels.get(str(Path(h.path).resolve()))
+    return {
+        "series_key": pseudonym(secret, "image|" + str(Path(h.path).resolve())),
+        "label": lab.label if lab else None,
+        "patient": pseudonym(secret, lab.patient_id) if lab else "",
+        "site": (lab.site if lab and lab.site else None) or site or "",
+        "group": lab.group if lab else "",
+        "input_digest": input_digest([(h.path, h.size, h.mtime_ns)], settings + json.dumps(lab and lab.__repr__())),
+    }
+
+
+def _clean_partials(out_dir: Path) -> None:
+    """Remove temp files a killed run may have left (atomic writes never leave anything else)."""
+    for tmp in (out_dir / "volumes").glob(".*.part*"):
+        tmp.unlink(missing_ok=True)
+
+
+def _gather(client: Any, futures: list[Any], progress: Progress, task: Any) -> Iterator[Any]:
+    for fut in as_completed(futures):
+        result = fut.result()
+        progress.advance(task)
+        fut.release()
+        yield result
+
+
+def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
+    """Ingest ``config.ingest.sources`` into ``config.ingest.out``; returns counts and the manifest path."""
+    cfg = config.ingest
+    console = console or Console(stderr=True)
+    if not cfg.sources:
+        raise IngestError("no sources given")
+    if cfg.out is None:
+        raise IngestError("no output folder given (--out)")
+    out_dir = Path(cfg.out)
+    try:
+        (out_dir / "volumes").mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise IngestError(f"cannot create output folder {out_dir}: {exc.strerror}") from exc
+    _clean_partials(out_dir)
+    secret = resolve_key(cfg.pseudonym_key.get_secret_value() if cfg.pseudonym_key else None, out_dir)
+    labels = _load_labels(cfg.labels)
+    settings = _settings(cfg)
+    policy = Policy(
+        cfg.tilt, cfg.nonuniform_spacing, cfg.spacing_tolerance, cfg.orientation_tolerance, cfg.tilt_tolerance_deg
+    )
+    start = time.perf_counter()
+    files = walk(cfg.sources, out_dir)
+    journal = Journal(out_dir)
+    previous = journal.load()
+    rows: dict[str, dict[str, Any]] = {}
+    converted = unchanged = 0
+    exts = tuple(e.lower() for e in cfg.image_extensions)
+
+    with (
+        tracking.stage_run(config, "ingest"),
+        dask_client(config.dask) as client,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=False,
+            disable=not console.is_terminal and bool(os.environ.get("CI")),
+        ) as progress,
+    ):
+        chunks = [files[i : i + cfg.files_per_task] for i in range(0, len(files), cfg.files_per_task)]
+        scan_task = progress.add_task(f"scan {len(files)} files", total=len(chunks))
+        futures = client.map(scan_files, chunks, secret=secret, image_extensions=exts, pure=False)
+        records: list[FileRecord] = [r for batch in _gather(client, futures, progress, scan_task) for r in batch]
+
+        headers = [r for r in records if isinstance(r, DicomHeader)]
+        images = [r for r in records if isinstance(r, ImageFileHeader)]
+        for rej in (r for r in records if isinstance(r, FileRejection)):
+            digest = input_digest([(rej.path, rej.size, rej.mtime_ns)], settings)
+            key = pseudonym(secret, "file|" + str(Path(rej.path).resolve()))
+            rows[key] = file_rejection_row(rej, key, digest)
+        plans = plan_stacks(headers, policy, secret, cfg.reject_localizers)
+
+        def fresh(key: str, digest: str) -> bool:
+            old = previous.get(key)
+            if old is None or old.get("input_digest") != digest:
+                return False
+            return old["status"] == "rejected" or (out_dir / str(old["output_path"])).exists()
+
+        todo: list[tuple[StackPlan, str]] = []
+        for plan in plans:
+            digest = input_digest([(h.path, h.size, h.mtime_ns) for h in plan.files], settings)
+            if fresh(plan.key, digest):
+                rows[plan.key] = previous[plan.key]
+                unchanged += 1
+            else:
+                todo.append((plan, digest))
+        image_todo = []
+        for h in images:
+            extra = _image_extra(h, labels, secret, settings, cfg.site)
+            if fresh(extra["series_key"], extra["input_digest"]):
+                rows[extra["series_key"]] = previous[extra["series_key"]]
+                unchanged += 1
+            else:
+                image_todo.append((h, extra))
+
+        # Largest stacks first, so one big series does not start last and hold up the end of the run.
+        todo.sort(key=lambda pd_: -sum(h.size for h in pd_[0].files))
+        conv_futures = [
+            client.submit(convert_stack, plan, str(out_dir), cfg.compress, cfg.site, digest, pure=False)
+            for plan, digest in todo
+        ]
+        conv_futures += [
+            client.submit(convert_images, image_todo[i : i + IMAGES_PER_TASK], str(out_dir), cfg.compress, pure=False)
+            for i in range(0, len(image_todo), IMAGES_PER_TASK)
+        ]
+        conv_task = progress.add_task(f"convert {len(todo)} stacks, {len(image_todo)} images", total=len(conv_futures))
+        for new_rows in _gather(client, conv_futures, progress, conv_task):
+            for row in new_rows:
+                rows[row["series_key"]] = row
+            journal.add(new_rows)
+            converted += len(new_rows)
+        journal.add([r for r in rows.values() if r["kind"] == "file"])
+        journal.flush()
+
+        merged = {**previous, **rows}
+        manifest_path = out_dir / MANIFEST
+        df = write_manifest(merged.values(), manifest_path)
+        journal.compact(merged)
+        seconds = time.perf_counter() - start
+        current = [rows[k] for k in rows]
+        rejected = Counter(r["reason"] for r in current if r["status"] == "rejected")
+        accepted = sum(r["status"] == "accepted" for r in current)
+        result = IngestResult(manifest_path, len(files), seconds, converted, unchanged, accepted, rejected)
+        tracking.log_metrics(
+            {
+                "files": len(files),
+                "seconds": seconds,
+                "files_per_s": result.files_per_second,
+                "accepted": accepted,
+                "rejected": sum(rejected.values()),
+                "converted": converted,
+                "unchanged": unchanged,
+                **{f"rejected.{k}": v for k, v in rejected.items()},
+            }
+        )
+        result.dataset_digest = tracking.log_table_input(df, manifest_path, "manifest", "ingest")
+    return result
+
+
+def summary_table(result: IngestResult) -> Table:
+    table = Table(title="medssl ingest", show_header=True, header_style="bold")
+    table.add_column("outcome")
+    table.add_column("count", justify="right")
+    table.add_row("accepted", str(result.accepted))
+    for reason, n in sorted(result.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
+        table.add_row(f"rejected: {reason}", str(n))
+    table.add_row("converted this run", str(result.converted))
+    table.add_row("unchanged (skipped)", str(result.unchanged))
+    table.add_row("files scanned", str(result.n_files))
+    table.add_row("files/s", f"{result.files_per_second:.1f}")
+    table.add_row("manifest", str(result.manifest))
+    return table
+
+
+__all__ = ["IngestError", "IngestResult", "nifti_name", "run_ingest", "summary_table"]

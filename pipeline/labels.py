@@ -1,0 +1,52 @@
+"""Label CSVs: ``path,label`` (1 = abnormal) with optional ``patient_id``, ``site``, ``group``.
+
+``file`` is read as a synonym of ``path`` and ``near_dup_group`` of ``group``, so the labels.csv files that
+public datasets ship work as they are. Relative paths resolve against the CSV's own folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+SYNONYMS = {"file": "path", "near_dup_group": "group"}
+
+
+class LabelsError(ValueError):
+    """A label CSV that cannot be used; the message says which file and what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class LabelRow:
+    label: int | None
+    patient_id: str
+    site: str
+    group: str
+
+
+def read_labels(csv_path: str | Path) -> dict[str, LabelRow]:
+    """Map each resolved absolute image path to its label row."""
+    csv_path = Path(csv_path)
+    try:
+        df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
+    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LabelsError(f"{csv_path}: unreadable label CSV ({exc})") from exc
+    df = df.rename(columns={k: v for k, v in SYNONYMS.items() if k in df.columns and v not in df.columns})
+    if "path" not in df.columns:
+        raise LabelsError(f"{csv_path}: needs a 'path' (or 'file') column; has {', '.join(df.columns)}")
+    out: dict[str, LabelRow] = {}
+    for n, rec in enumerate(df.to_dict("records"), start=2):
+        raw = str(rec.get("label", "")).strip()
+        if raw not in ("", "0", "1"):
+            raise LabelsError(f"{csv_path}:{n}: label must be 0, 1 or empty, got {raw!r}")
+        path = Path(rec["path"])
+        resolved = str((path if path.is_absolute() else csv_path.parent / path).resolve())
+        out[resolved] = LabelRow(
+            int(raw) if raw else None,
+            str(rec.get("patient_id", "")),
+            str(rec.get("site", "")),
+            str(rec.get("group", "")),
+        )
+    return out

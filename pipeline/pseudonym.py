@@ -1,0 +1,52 @@
+"""Keyed pseudonyms for patient identifiers.
+
+A plain hash of a PatientID can be reversed by hashing every plausible ID; a keyed hash (HMAC-SHA256)
+cannot without the key. The key comes from config or ``MEDSSL_PSEUDONYM_KEY``; when neither is set, a
+random key is created once in the output folder (mode 600) so that re-runs give the same pseudonyms.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+import re
+import secrets
+from pathlib import Path
+
+from pipeline.atomic import write_text
+
+KEY_ENV = "MEDSSL_PSEUDONYM_KEY"
+KEY_FILE = ".pseudonym_key"
+
+
+def resolve_key(configured: str | None, out_dir: Path) -> bytes:
+    """Return the pseudonym key: config, then environment, then a key file kept in ``out_dir``."""
+    key = configured or os.environ.get(KEY_ENV)
+    if key:
+        return key.encode()
+    path = out_dir / KEY_FILE
+    if not path.exists():
+        write_text(path, secrets.token_hex(32))
+        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip().encode()
+
+
+def pseudonym(key: bytes, value: str, length: int = 16) -> str:
+    """Keyed hash of ``value``; empty input stays empty so that 'unknown' is not mistaken for a person."""
+    if not value:
+        return ""
+    return hmac.new(key, value.encode(), hashlib.sha256).hexdigest()[:length]
+
+
+def scrub(text: str, identifiers: list[str], key: bytes) -> str:
+    """Replace any identifier found in ``text`` (a path, a description) by its pseudonym.
+
+    Archives are often laid out as ``/archive/DOE^JOHN/...``; the folder name must not reach the manifest.
+    Identifiers shorter than 3 characters are left alone: they match everywhere and identify no one.
+    """
+    for ident in identifiers:
+        for variant in {ident, ident.replace("^", " "), ident.replace("^", "_"), ident.replace("^", "")}:
+            if len(variant.strip()) >= 3:
+                text = re.sub(re.escape(variant.strip()), pseudonym(key, ident), text, flags=re.IGNORECASE)
+    return text

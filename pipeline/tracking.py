@@ -1,0 +1,61 @@
+"""The one module that talks to MLflow: where runs go, what a stage logs, and dataset lineage."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from pipeline.config import Config, TrackingConfig, flat_params
+
+DEFAULT_URI = "sqlite:///mlflow.db"
+
+
+def tracking_uri(cfg: TrackingConfig) -> str:
+    return cfg.uri or os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_URI
+
+
+@contextlib.contextmanager
+def stage_run(config: Config, stage: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
+    """Open an MLflow run for one stage, with the resolved config as params; yields None when disabled."""
+    if not config.tracking.enabled:
+        yield None
+        return
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(config.tracking))
+    mlflow.set_experiment(config.tracking.experiment)
+    nested = mlflow.active_run() is not None
+    with mlflow.start_run(run_name=stage, nested=nested, tags={"medssl.stage": stage, **(tags or {})}) as run:
+        params = flat_params(config)
+        items = list(params.items())
+        for i in range(0, len(items), 100):
+            mlflow.log_params(dict(items[i : i + 100]))
+        yield run
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_table_input(df: Any, source: Path, name: str, context: str) -> str | None:
+    """Log a table (the manifest) as a dataset input of the active run; returns its digest for lineage."""
+    import mlflow
+
+    if mlflow.active_run() is None:
+        return None
+    dataset = mlflow.data.from_pandas(df, source=str(source), name=name)
+    mlflow.log_input(dataset, context=context)
+    return dataset.digest
+
+
+def log_artifact(path: Path) -> None:
+    import mlflow
+
+    if mlflow.active_run() is not None:
+        mlflow.log_artifact(str(path))
