@@ -8,7 +8,11 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+def _ref(stem: Path) -> Path:
+    """A reference NIfTI, plain or gzipped (the bundled sample keeps them gzipped)."""
+    gz = stem.with_name(stem.name + ".nii.gz")
+    return gz if gz.exists() else stem.with_name(stem.name + ".nii")
 
 
 @dataclass(frozen=True)
@@ -20,17 +24,17 @@ class Case:
     scaled: bool = True
 
 
-def cases(root: Path = SHARED) -> list[Case]:
+def cases(root: Path) -> list[Case]:
     """Every reference conversion in ../shared/data that medssl must reproduce voxel for voxel."""
     out: list[Case] = []
     ts = root / "dcm_qa_ts"
-    out += [Case(f"dcm_qa_ts/{n}", ts / "In" / f"{n}.dcm", (ts / "Ref" / f"{n}.nii",)) for n in range(1, 10)]
+    out += [Case(f"dcm_qa_ts/{n}", ts / "In" / f"{n}.dcm", (_ref(ts / "Ref" / str(n)),)) for n in range(1, 10)]
     b12 = root / "dcm_qa_12bit"
-    out.append(Case("dcm_qa_12bit", b12 / "In", tuple(sorted((b12 / "Ref").glob("*.nii")))))
+    out.append(Case("dcm_qa_12bit", b12 / "In", tuple(sorted((b12 / "Ref").glob("*.nii*")))))
     enh = root / "dcm_qa_enh"
-    out.append(Case("dcm_qa_enh/Philips", enh / "In" / "Philips", tuple(sorted((enh / "Ref").glob("Philips*.nii")))))
+    out.append(Case("dcm_qa_enh/Philips", enh / "In" / "Philips", tuple(sorted((enh / "Ref").glob("Philips*.nii*")))))
     out.append(
-        Case("dcm_qa_enh/XA10", enh / "In" / "Siemens" / "XA10", tuple(sorted((enh / "Ref").glob("Siemens*.nii"))))
+        Case("dcm_qa_enh/XA10", enh / "In" / "Siemens" / "XA10", tuple(sorted((enh / "Ref").glob("Siemens*.nii*"))))
     )
     nih = root / "dcm_qa_nih"
     for series, ref in [
@@ -41,7 +45,7 @@ def cases(root: Path = SHARED) -> list[Case]:
         ("20180918Si/mr_0005", "EPI_PE=RL_5"),
         ("20180918Si/mr_0006", "EPI_PE=LR_6"),
     ]:
-        out.append(Case(f"dcm_qa_nih/{series}", nih / "In" / series, (nih / "Ref" / f"{ref}.nii",)))
+        out.append(Case(f"dcm_qa_nih/{series}", nih / "In" / series, (_ref(nih / "Ref" / ref),)))
     ct = root / "dcm_qa_ct"
     out.append(
         Case(

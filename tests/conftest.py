@@ -1,0 +1,68 @@
+"""Shared fixtures: the data roots, one real Dask cluster for the session, and an ingest runner."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from distributed import LocalCluster
+from rich.console import Console
+
+from pipeline.config import Config, load_config
+from pipeline.ingest import IngestResult, run_ingest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+# MEDSSL_SHARED_DATA=/nonexistent runs the suite as a checkout without ../shared would.
+SHARED = Path(os.environ.get("MEDSSL_SHARED_DATA", ROOT.parent / "shared" / "data"))
+HAS_SHARED = SHARED.is_dir()
+TEST_KEY = "medssl-test-key"
+
+needs_shared = pytest.mark.skipif(not HAS_SHARED, reason="../shared/data is absent")
+
+
+def data_root() -> Path:
+    """The full shared data when present (CI), else the bundled sample."""
+    return SHARED if HAS_SHARED else SAMPLE
+
+
+@pytest.fixture(scope="session")
+def dask_scheduler() -> Iterator[str]:
+    """One real two-process Dask cluster for the whole session; tests reach it by address (--scheduler)."""
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        yield cluster.scheduler_address
+
+
+Ingest = Callable[..., tuple[IngestResult, pd.DataFrame]]
+
+
+def make_config(
+    sources: list[Path], out: Path, scheduler: str | None, tracking_uri: str | None = None, **ingest: Any
+) -> Config:
+    overrides: dict[str, Any] = {
+        "ingest.sources": [str(s) for s in sources],
+        "ingest.out": str(out),
+        "ingest.pseudonym_key": TEST_KEY,
+        "dask.scheduler": scheduler,
+        "tracking.enabled": tracking_uri is not None,
+        "tracking.uri": tracking_uri,
+    }
+    overrides.update({f"ingest.{k}": v for k, v in ingest.items()})
+    return load_config(None, overrides)
+
+
+@pytest.fixture
+def ingest(tmp_path: Path, dask_scheduler: str) -> Ingest:
+    """Run the ingest stage on the session cluster; returns (result, manifest)."""
+
+    def run(*sources: Path, out: Path | None = None, tracking_uri: str | None = None, **options: Any):
+        out = out or tmp_path / "out"
+        cfg = make_config(list(sources), out, dask_scheduler, tracking_uri, **options)
+        result = run_ingest(cfg, Console(file=open(os.devnull, "w")))  # noqa: SIM115
+        return result, pd.read_parquet(result.manifest)
+
+    return run
