@@ -97,17 +97,17 @@ def plan_layout(frames: list[Frame], policy: Policy, slice_thickness: float = 0.
     ipps = np.array([f.ipp for f in frames], dtype=float)
     distances = ipps @ normal
     clusters = _cluster_positions(distances)
+    for cluster in clusters:
+        cluster.sort(key=lambda i: frames[i].temporal)
+        keys = [frames[i].temporal for i in cluster]
+        if len(set(keys)) < len(keys):
+            raise Rejected(Reason.DUPLICATE_SLICES, "two frames share one position and one time point")
     counts = {len(c) for c in clusters}
     if len(counts) > 1:
         raise Rejected(
             Reason.MISSING_SLICES, f"{len(clusters)} positions hold between {min(counts)} and {max(counts)} frames each"
         )
     n_vol = counts.pop()
-    for cluster in clusters:
-        cluster.sort(key=lambda i: frames[i].temporal)
-        keys = [frames[i].temporal for i in cluster]
-        if len(set(keys)) < len(keys):
-            raise Rejected(Reason.DUPLICATE_SLICES, "two frames share one position and one time point")
     order = [[cluster[t] for cluster in clusters] for t in range(n_vol)]
     first = order[0]
     positions = [float(distances[i]) for i in first]
