@@ -7,10 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pydicom
+from conftest import data_root
 from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
-
-from conftest import data_root
 
 ANATOMICAL = "dicom2nifti_testdata/generic/anatomical/001"  # Siemens MR, 4 axial slices, in sample and shared
 
@@ -26,8 +25,9 @@ def load_sorted(src: Path) -> list[Dataset]:
     return sorted(dss, key=lambda d: float(np.dot(normal, [float(v) for v in d.ImagePositionPatient])))
 
 
-def copy_series(dst: Path, mutate: Callable[[list[Dataset]], list[Dataset]] | None = None,
-                src: Path | None = None) -> Path:
+def copy_series(
+    dst: Path, mutate: Callable[[list[Dataset]], list[Dataset]] | None = None, src: Path | None = None
+) -> Path:
     """Write the real series into ``dst`` with new Series/SOP UIDs, after ``mutate`` changed the datasets."""
     dst.mkdir(parents=True, exist_ok=True)
     dss = load_sorted(src or real_series())

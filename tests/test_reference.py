@@ -23,7 +23,7 @@ def _matches(out: Path, outputs: list[str], ref: Path, scaled: bool) -> list[str
 
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_reference_conversion(case, ingest, tmp_path):
-    result, manifest = ingest(case.inputs, **dict(case.options))
+    _result, manifest = ingest(case.inputs, **dict(case.options))
     accepted = manifest[manifest.status == "accepted"]
     for ref in case.refs:
         problems = _matches(tmp_path / "out", list(accepted.output_path), ref, case.scaled)

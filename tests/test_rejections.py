@@ -113,9 +113,14 @@ def _bad_files(folder: Path) -> dict[str, str]:
     shutil.copy(get_testdata_file("rtstruct.dcm"), folder / "rtstruct.dcm")
     shutil.copy(get_testdata_file("MR_truncated.dcm"), folder / "mr_truncated.dcm")
     expected = {
-        "truncated.dcm": Reason.CORRUPT_FILE, "empty.dcm": Reason.CORRUPT_FILE, "random.dcm": Reason.CORRUPT_FILE,
-        "notes.txt": Reason.NOT_AN_IMAGE, "dangling.dcm": Reason.UNREADABLE_FILE, "DICOMDIR": Reason.NOT_AN_IMAGE,
-        "report_sr.dcm": Reason.NOT_AN_IMAGE, "rtstruct.dcm": Reason.NOT_AN_IMAGE,
+        "truncated.dcm": Reason.CORRUPT_FILE,
+        "empty.dcm": Reason.CORRUPT_FILE,
+        "random.dcm": Reason.CORRUPT_FILE,
+        "notes.txt": Reason.NOT_AN_IMAGE,
+        "dangling.dcm": Reason.UNREADABLE_FILE,
+        "DICOMDIR": Reason.NOT_AN_IMAGE,
+        "report_sr.dcm": Reason.NOT_AN_IMAGE,
+        "rtstruct.dcm": Reason.NOT_AN_IMAGE,
         "mr_truncated.dcm": Reason.CORRUPT_FILE,
     }
     if os.geteuid() != 0:  # root reads anything, so a permission test only means something for a user
@@ -129,7 +134,7 @@ def _bad_files(folder: Path) -> dict[str, str]:
 def test_bad_files_named_while_batch_converts(ingest, tmp_path):
     good = copy_series(tmp_path / "in" / "good")
     expected = _bad_files(tmp_path / "in" / "bad")
-    result, manifest = ingest(tmp_path / "in")
+    _result, manifest = ingest(tmp_path / "in")
     bad_rows = manifest[manifest.source_dir == str(tmp_path / "in" / "bad")]
     assert len(bad_rows) == len(expected)
     assert sorted(bad_rows.reason) == sorted(expected.values()), bad_rows[["reason", "detail"]]

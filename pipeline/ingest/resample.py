@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
 from pipeline.ingest.geometry import LPS_TO_RAS, unit_normal
 from pipeline.ingest.group import StackPlan
@@ -22,10 +21,35 @@ def _slice_positions(plan: StackPlan) -> np.ndarray:
 
 
 def _round_like(values: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    """Back to the stored type; integers round half away from zero, as C's round() in dcm2niix."""
     if np.issubdtype(dtype, np.integer):
         info = np.iinfo(dtype)
-        return np.clip(np.round(values), info.min, info.max).astype(dtype)
+        rounded = np.sign(values) * np.floor(np.abs(values) + 0.5)
+        return np.clip(rounded, info.min, info.max).astype(dtype)
     return values.astype(dtype)
+
+
+def _shift_axis(plane: np.ndarray, axis: int, shift: float, size: int, fill: float) -> np.ndarray:
+    """Move ``plane`` by ``shift`` voxels along ``axis`` into ``size`` voxels, interpolating linearly.
+
+    dcm2niix stores rows bottom-up, so its shear runs along the reversed axis: an output voxel whose
+    source falls before the first input row gets ``fill``, one past the last repeats the last row. Doing
+    the same on the reversed axis makes the two outputs agree to the voxel at the image borders too.
+    """
+    n = plane.shape[axis]
+    flipped = np.flip(plane, axis)
+    offset = np.float32(size - n - shift)
+    src = np.arange(size, dtype=np.float32) - offset
+    inside = (src >= 0) & (src < n)
+    lo = np.clip(np.floor(src).astype(np.int64), 0, n - 1)
+    hi = np.minimum(lo + 1, n - 1)
+    frac = np.float32(np.ceil(offset) - offset)
+    a = np.take(flipped, lo, axis=axis).astype(np.float32)
+    b = np.take(flipped, hi, axis=axis).astype(np.float32)
+    shape = [1] * plane.ndim
+    shape[axis] = size
+    out = np.where(inside.reshape(shape), a * (np.float32(1) - frac) + b * frac, np.float32(fill))
+    return np.flip(out, axis)
 
 
 def untilt(data: np.ndarray, plan: StackPlan) -> tuple[np.ndarray, np.ndarray]:
@@ -35,21 +59,19 @@ def untilt(data: np.ndarray, plan: StackPlan) -> tuple[np.ndarray, np.ndarray]:
     ipps = _slice_positions(plan)
     rel = ipps - ipps[0]
     # In-plane offset of each slice, in voxels along i (row direction) and j (column direction).
-    off_i = rel @ np.array(iop[:3]) / sp_col
-    off_j = rel @ np.array(iop[3:]) / sp_row
-    lo_i, lo_j = math.floor(off_i.min() + 1e-6), math.floor(off_j.min() + 1e-6)
-    pad_i = math.ceil(off_i.max() - 1e-6) - lo_i
-    pad_j = math.ceil(off_j.max() - 1e-6) - lo_j
-    nx, ny = data.shape[:2]
-    out = np.empty((nx + pad_i, ny + pad_j, *data.shape[2:]), dtype=data.dtype)
-    fill = data.min()
+    offsets = [rel @ np.array(iop[:3]) / sp_col, rel @ np.array(iop[3:]) / sp_row]
+    lows = [math.floor(off.min() + 1e-6) for off in offsets]
+    sizes = [n + math.ceil(off.max() - 1e-6) - lo for n, off, lo in zip(data.shape[:2], offsets, lows, strict=True)]
+    out = np.empty((*sizes, *data.shape[2:]), dtype=data.dtype)
+    fill = float(data.min())
     for k in range(data.shape[2]):
-        plane = np.full((nx + pad_i, ny + pad_j, *data.shape[3:]), fill, dtype=np.float64)
-        plane[:nx, :ny] = data[:, :, k]
-        shift = [off_i[k] - lo_i, off_j[k] - lo_j] + [0] * (data.ndim - 3)
-        moved = ndimage.shift(plane, shift, order=1, mode="constant", cval=float(fill), prefilter=False)
-        out[:, :, k] = _round_like(moved, data.dtype)
-    origin_shift = np.array(iop[:3]) * sp_col * lo_i + np.array(iop[3:]) * sp_row * lo_j
+        plane = data[:, :, k]
+        for axis in (0, 1):
+            shift = offsets[axis][k] - lows[axis]
+            if abs(shift) > 1e-6 or plane.shape[axis] != sizes[axis]:
+                plane = _shift_axis(plane, axis, shift, sizes[axis], fill)
+        out[:, :, k] = _round_like(plane, data.dtype)
+    origin_shift = np.array(iop[:3]) * sp_col * lows[0] + np.array(iop[3:]) * sp_row * lows[1]
     return out, origin_shift
 
 
@@ -68,8 +90,8 @@ def equalize(data: np.ndarray, positions: np.ndarray) -> tuple[np.ndarray, float
     lo = hi - 1
     w = np.clip((targets - rel[lo]) / (rel[hi] - rel[lo]), 0.0, 1.0)
     shape = (1, 1, n) + (1,) * (data.ndim - 3)
-    w = w.reshape(shape)
-    mixed = data[:, :, lo].astype(np.float64) * (1 - w) + data[:, :, hi].astype(np.float64) * w
+    w = w.reshape(shape).astype(np.float32)
+    mixed = data[:, :, lo].astype(np.float32) * (np.float32(1) - w) + data[:, :, hi].astype(np.float32) * w
     return _round_like(mixed, data.dtype), step
 
 
