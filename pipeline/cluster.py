@@ -35,7 +35,7 @@ def dask_client(cfg: DaskConfig) -> Iterator[Client]:
             threads_per_worker=cfg.threads_per_worker,
             processes=True,
             memory_limit=cfg.memory_limit,
-            dashboard_address=None,
+            dashboard_address=":0",  # no fixed port: runs side by side never collide
             silence_logs=logging.ERROR,
         ) as cluster,
         Client(cluster) as client,

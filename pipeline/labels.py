@@ -31,8 +31,10 @@ def read_labels(csv_path: str | Path) -> dict[str, LabelRow]:
     csv_path = Path(csv_path)
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-    except (OSError, pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise LabelsError(f"{csv_path}: unreadable label CSV ({exc})") from exc
+    except OSError as exc:
+        raise LabelsError(f"{csv_path}: unreadable label CSV ({exc.strerror})") from exc
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise LabelsError(f"{csv_path}: unreadable label CSV ({type(exc).__name__})") from exc
     df = df.rename(columns={k: v for k, v in SYNONYMS.items() if k in df.columns and v not in df.columns})
     if "path" not in df.columns:
         raise LabelsError(f"{csv_path}: needs a 'path' (or 'file') column; has {', '.join(df.columns)}")

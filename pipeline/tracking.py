@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,8 @@ def stage_run(config: Config, stage: str, tags: dict[str, str] | None = None) ->
         return
     import mlflow
 
+    for name in ("mlflow", "alembic"):  # their INFO lines (table creation, new experiment) are noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     mlflow.set_experiment(config.tracking.experiment)
     nested = mlflow.active_run() is not None
@@ -49,8 +53,10 @@ def log_table_input(df: Any, source: Path, name: str, context: str) -> str | Non
 
     if mlflow.active_run() is None:
         return None
-    dataset = mlflow.data.from_pandas(df, source=str(source), name=name)
-    mlflow.log_input(dataset, context=context)
+    with warnings.catch_warnings():  # schema-inference hints about nullable ints do not apply to a manifest
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(df, source=str(source), name=name)
+        mlflow.log_input(dataset, context=context)
     return dataset.digest
 
 

@@ -33,7 +33,7 @@ def data_root() -> Path:
 @pytest.fixture(scope="session")
 def dask_scheduler() -> Iterator[str]:
     """One real two-process Dask cluster for the whole session; tests reach it by address (--scheduler)."""
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=":0") as cluster:
         yield cluster.scheduler_address
 
 

@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.ingest.group import StackPlan
 from pipeline.ingest.headers import ImageFileHeader
-from pipeline.ingest.nifti import to_rgb24, write_nifti
+from pipeline.ingest.nifti import pack_colour, write_nifti
 from pipeline.ingest.pixels import read_planes
 from pipeline.ingest.reasons import Reason, Rejected
 from pipeline.ingest.resample import resample_layout
@@ -66,8 +66,8 @@ def convert_stack(plan: StackPlan, out_dir: str, compress: bool, site: str | Non
         affine = plan.layout.affine
         if any(c.endswith("_resampled") for c in plan.layout.corrections):
             data, affine = resample_layout(data, plan)
-        if data.ndim >= 4 and plan.head.samples == 3:
-            data = to_rgb24(data)
+        if plan.head.samples == 3 or plan.head.photometric == "PALETTE COLOR":
+            data = pack_colour(data)
         rel = Path("volumes") / nifti_name(plan.key, compress)
         row["voxel_sha256"] = write_nifti(Path(out_dir) / rel, data, affine, slope, intercept)
     except Rejected as rej:
@@ -108,7 +108,7 @@ def _convert_image(h: ImageFileHeader, extra: dict[str, Any], out_dir: str, comp
     # (rows, cols[, c]) -> (cols, rows, 1[, c]); the image's top row goes to the anterior/superior side.
     data = np.ascontiguousarray(np.swapaxes(arr, 0, 1)[:, :, None])
     if data.ndim == 4:
-        data = to_rgb24(data)
+        data = pack_colour(data)
     affine = np.diag([-1.0, -1.0, 1.0, 1.0])
     rel = Path("volumes") / nifti_name(row["series_key"], compress)
     row["voxel_sha256"] = write_nifti(Path(out_dir) / rel, data, affine)

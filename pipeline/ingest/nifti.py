@@ -21,6 +21,19 @@ def to_rgb24(arr: np.ndarray) -> np.ndarray:
     return packed
 
 
+def pack_colour(arr: np.ndarray) -> np.ndarray:
+    """Colour with a trailing channel axis: RGB24 for 8-bit, else channels on NIfTI's 5th (vector) axis.
+
+    16-bit colour (and 16-bit palette lookups) keep their full precision that way instead of being cut
+    to 8 bits.
+    """
+    if arr.dtype == np.uint8:
+        return to_rgb24(arr)
+    if arr.ndim == 4:  # (x, y, z, c) -> (x, y, z, 1, c)
+        arr = arr[:, :, :, None, :]
+    return arr
+
+
 def voxel_digest(arr: np.ndarray) -> str:
     """sha256 of shape, dtype and voxels: equal digests mean equal images, whatever the file's compression."""
     h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
@@ -35,6 +48,8 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float =
     does, so readers that apply the scaling see real-world values and nothing is rounded.
     """
     img = nib.Nifti1Image(data, affine)
+    if data.ndim == 5:
+        img.header.set_intent("vector")
     img.header.set_xyzt_units("mm", "sec")
     img.set_sform(affine, code=1)
     img.set_qform(affine, code=1)

@@ -112,5 +112,6 @@ def file_rejection_row(rej: FileRejection, key: str, digest: str) -> dict[str, A
         source_dir=os.path.dirname(rej.path),
         n_instances=1,
         kind="file",
+        description=os.path.basename(rej.path),
         input_digest=digest,
     )

@@ -61,9 +61,10 @@ class IngestResult:
         return self.n_files / self.seconds if self.seconds > 0 else 0.0
 
 
-def walk(sources: Iterable[Path], exclude: Path) -> list[str]:
-    """Every file under the sources, sorted, skipping hidden entries and the output folder itself."""
+def walk(sources: Iterable[Path], exclude: Path, skip_files: Iterable[Path] = ()) -> list[str]:
+    """Every file under the sources, sorted, skipping hidden entries, the output folder and ``skip_files``."""
     exclude = exclude.resolve()
+    skip = {str(Path(p).resolve()) for p in skip_files}
     found: list[str] = []
     for src in sources:
         src = Path(src)
@@ -75,7 +76,11 @@ def walk(sources: Iterable[Path], exclude: Path) -> list[str]:
         for root, dirs, files in os.walk(src):
             root_path = Path(root)
             dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != exclude)
-            found.extend(str(root_path / f) for f in sorted(files) if not f.startswith("."))
+            found.extend(
+                str(root_path / f)
+                for f in sorted(files)
+                if not f.startswith(".") and str((root_path / f).resolve()) not in skip
+            )
     return found
 
 
@@ -129,7 +134,9 @@ def write_manifest(rows: Iterable[dict[str, Any]], path: Path) -> pd.DataFrame:
     """Write the manifest atomically, columns in contract order, one row per series key."""
     df = pd.DataFrame(list(rows), columns=list(COLUMNS))
     for col, dtype in COLUMNS.items():
-        if dtype != "object":
+        if dtype == "string":
+            df[col] = df[col].fillna("").astype(dtype)
+        elif dtype != "object":
             df[col] = df[col].astype(dtype)
     df = df.sort_values(["status", "series_key"], kind="stable").reset_index(drop=True)
     with atomic_path(path) as tmp:
@@ -214,7 +221,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         cfg.tilt, cfg.nonuniform_spacing, cfg.spacing_tolerance, cfg.orientation_tolerance, cfg.tilt_tolerance_deg
     )
     start = time.perf_counter()
-    files = walk(cfg.sources, out_dir)
+    files = walk(cfg.sources, out_dir, skip_files=cfg.labels)  # label CSVs are inputs, not rejects
     journal = Journal(out_dir)
     previous = journal.load()
     rows: dict[str, dict[str, Any]] = {}

@@ -1,0 +1,48 @@
+"""The command line: --help everywhere, one clear line for bad input, the summary table at the end."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+from conftest import ROOT, SAMPLE, TEST_KEY
+
+MEDSSL = str(ROOT / ".venv/bin/medssl")
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY, "COLUMNS": "200"}
+    return subprocess.run([MEDSSL, *args], capture_output=True, text=True, env=env, cwd=cwd)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["ingest", "--help"]])
+def test_help(args):
+    proc = run(*args)
+    assert proc.returncode == 0
+    assert "Usage" in proc.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["ingest", "/no/such/folder", "--out", "{tmp}/o"], "source not found: /no/such/folder"),
+        (["ingest", str(SAMPLE), "--out", "{tmp}/o", "--tilt", "sideways"], "invalid config at 'ingest.tilt'"),
+        (["ingest", str(SAMPLE), "--out", "{tmp}/o", "--labels", "{tmp}/missing.csv"], "unreadable label CSV"),
+    ],
+)
+def test_bad_input_is_one_clear_line(args, message, tmp_path):
+    proc = run(*[a.format(tmp=tmp_path) for a in args])
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and message in lines[0], proc.stderr
+
+
+def test_ingest_prints_summary_and_reruns_cheaply(tmp_path, dask_scheduler):
+    args = ["ingest", str(SAMPLE / "cxr_nih1000"), "--out", str(tmp_path / "o"), "--scheduler", dask_scheduler,
+            "--labels", str(SAMPLE / "cxr_nih1000/labels.csv"), "--no-tracking"]
+    first = run(*args)
+    assert first.returncode == 0, first.stderr
+    assert "accepted" in first.stderr and "24" in first.stderr and "files/s" in first.stderr
+    second = run(*args)
+    assert "Nothing new to convert: all 24 series/images are up to date." in second.stderr

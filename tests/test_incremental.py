@@ -1,0 +1,73 @@
+"""Re-runs convert nothing twice; a killed run leaves only whole files and the next run completes it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from conftest import HAS_SHARED, ROOT, SAMPLE, SHARED, TEST_KEY
+
+
+def test_second_run_converts_nothing(ingest, tmp_path):
+    first, m1 = ingest(SAMPLE)
+    second, m2 = ingest(SAMPLE)
+    assert first.converted > 0
+    assert second.converted == 0
+    assert second.unchanged == first.converted
+    pd.testing.assert_frame_equal(m1.drop(columns="ingested_at"), m2.drop(columns="ingested_at"))
+
+
+def test_only_missing_or_changed_outputs_are_redone(ingest, tmp_path):
+    _, manifest = ingest(SAMPLE)
+    accepted = manifest[manifest.status == "accepted"].sort_values("series_key")
+    for rel in accepted.output_path[:2]:
+        (tmp_path / "out" / rel).unlink()
+    png = next(SAMPLE.rglob("*.png"))
+    stamp = png.stat()
+    os.utime(png, ns=(stamp.st_atime_ns, stamp.st_mtime_ns + 1_000_000_000))
+    try:
+        result, again = ingest(SAMPLE)
+    finally:
+        os.utime(png, ns=(stamp.st_atime_ns, stamp.st_mtime_ns))
+    assert result.converted == 3
+    assert set(again.voxel_sha256.dropna()) == set(manifest.voxel_sha256.dropna())
+
+
+def _source() -> Path:
+    return SHARED / "dcm_qa_nih" if HAS_SHARED else SAMPLE
+
+
+def _cli(out: Path, *extra: str) -> list[str]:
+    return [str(ROOT / ".venv/bin/medssl"), "ingest", str(_source()), "--out", str(out), "--workers", "1",
+            "--no-tracking", *extra]
+
+
+def test_killed_run_leaves_whole_files_and_resumes(tmp_path):
+    env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY}
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_cli(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    volumes = out / "volumes"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (volumes.is_dir() and any(volumes.glob("*.nii.gz"))):
+        time.sleep(0.02)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.parquet").exists(), "the run finished before it could be killed"
+    for path in (p for p in volumes.glob("*.nii*") if not p.name.startswith(".")):  # visible outputs are whole
+        assert np.isfinite(nib.load(path).get_fdata()).all()
+
+    subprocess.run(_cli(out), env=env, check=True, capture_output=True)
+    clean = tmp_path / "clean"
+    subprocess.run(_cli(clean), env=env, check=True, capture_output=True)
+    resumed = pd.read_parquet(out / "manifest.parquet").set_index("series_key")
+    reference = pd.read_parquet(clean / "manifest.parquet").set_index("series_key")
+    assert resumed.index.sort_values().equals(reference.index.sort_values())
+    assert resumed.voxel_sha256.sort_index().equals(reference.voxel_sha256.sort_index())
+    assert not [p for p in volumes.iterdir() if p.name.startswith(".")], "temp files left after resume"
