@@ -39,8 +39,17 @@ def test_bad_input_is_one_clear_line(args, message, tmp_path):
 
 
 def test_ingest_prints_summary_and_reruns_cheaply(tmp_path, dask_scheduler):
-    args = ["ingest", str(SAMPLE / "cxr_nih1000"), "--out", str(tmp_path / "o"), "--scheduler", dask_scheduler,
-            "--labels", str(SAMPLE / "cxr_nih1000/labels.csv"), "--no-tracking"]
+    args = [
+        "ingest",
+        str(SAMPLE / "cxr_nih1000"),
+        "--out",
+        str(tmp_path / "o"),
+        "--scheduler",
+        dask_scheduler,
+        "--labels",
+        str(SAMPLE / "cxr_nih1000/labels.csv"),
+        "--no-tracking",
+    ]
     first = run(*args)
     assert first.returncode == 0, first.stderr
     assert "accepted" in first.stderr and "24" in first.stderr and "files/s" in first.stderr

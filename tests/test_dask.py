@@ -17,6 +17,9 @@ def test_local_cluster_and_remote_scheduler_agree(ingest, tmp_path):
 
     local = pd.read_parquet(result.manifest)
     cols = ["series_key", "status", "reason", "voxel_sha256"]
-    assert local[cols].sort_values("series_key").reset_index(drop=True).equals(
-        remote[cols].sort_values("series_key").reset_index(drop=True)
+    assert (
+        local[cols]
+        .sort_values("series_key")
+        .reset_index(drop=True)
+        .equals(remote[cols].sort_values("series_key").reset_index(drop=True))
     )

@@ -44,15 +44,25 @@ def _source() -> Path:
 
 
 def _cli(out: Path, *extra: str) -> list[str]:
-    return [str(ROOT / ".venv/bin/medssl"), "ingest", str(_source()), "--out", str(out), "--workers", "1",
-            "--no-tracking", *extra]
+    return [
+        str(ROOT / ".venv/bin/medssl"),
+        "ingest",
+        str(_source()),
+        "--out",
+        str(out),
+        "--workers",
+        "1",
+        "--no-tracking",
+        *extra,
+    ]
 
 
 def test_killed_run_leaves_whole_files_and_resumes(tmp_path):
     env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY}
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_cli(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        _cli(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     volumes = out / "volumes"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not (volumes.is_dir() and any(volumes.glob("*.nii.gz"))):

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sqlite3
+import subprocess
 
 from conftest import ROOT, SAMPLE, TEST_KEY
 from series_tools import copy_series
@@ -23,9 +23,25 @@ def test_identifiers_never_reach_outputs(tmp_path):
     copy_series(archive / "DOE_JANE" / PATIENT_ID, _identify)
     out, db = tmp_path / "out", tmp_path / "mlflow.db"
     env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
-    proc = subprocess.run([str(ROOT / ".venv/bin/medssl"), "ingest", str(archive), str(SAMPLE / "cxr_nih1000"),
-                           "--out", str(out), "--workers", "1", "--labels", str(SAMPLE / "cxr_nih1000/labels.csv")],
-                          env=env, capture_output=True, text=True, cwd=tmp_path, check=True)
+    proc = subprocess.run(
+        [
+            str(ROOT / ".venv/bin/medssl"),
+            "ingest",
+            str(archive),
+            str(SAMPLE / "cxr_nih1000"),
+            "--out",
+            str(out),
+            "--workers",
+            "1",
+            "--labels",
+            str(SAMPLE / "cxr_nih1000/labels.csv"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        check=True,
+    )
     needles = [NAME, "DOE_JANE", "DOE JANE", PATIENT_ID, BIRTH]
     haystacks = {"console": (proc.stdout + proc.stderr).encode()}
     for path in out.rglob("*"):

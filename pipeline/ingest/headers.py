@@ -99,7 +99,10 @@ class DicomHeader:
     samples: int
     photometric: str
     bits_allocated: int
+    bits_stored: int
     pixel_representation: int
+    pixel_offset: int
+    little_endian: bool
     n_frames: int
     mosaic_grid: int
     planar: bool
@@ -168,8 +171,12 @@ def _complex_part(image_type: tuple[str, ...]) -> str:
     return next((COMPLEX_PARTS[v] for v in image_type[2:] if v in COMPLEX_PARTS), "")
 
 
-def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
-    """Reject a file whose pixel data element is missing or runs past the end of the file (truncated)."""
+def _check_pixel_element(fp, ds: Dataset, size: int) -> int:
+    """Reject a file whose pixel data element is missing or runs past the end of the file (truncated).
+
+    Returns the file offset where native pixel values start (-1 when encapsulated), so the conversion pass
+    can read them without parsing the header a second time.
+    """
     start = fp.tell()
     head = fp.read(12)
     little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
@@ -191,11 +198,64 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> None:
     if length == 0xFFFFFFFF:  # encapsulated (compressed): the decoder will tell if it is cut short
         if size < value_start + 16:
             raise Rejected(Reason.CORRUPT_FILE, "truncated: encapsulated pixel data is cut off")
-        return
+        return -1
     if value_start + length > size:
         raise Rejected(
             Reason.CORRUPT_FILE, f"truncated: pixel data needs {length} bytes, file has {size - value_start}"
         )
+    return value_start
+
+
+# What a classic header needs; parsing only these is several times faster than the whole header.
+HEADER_TAGS = [
+    "SpecificCharacterSet",
+    "ImageType",
+    "SOPClassUID",
+    "SOPInstanceUID",
+    "Modality",
+    "Manufacturer",
+    "InstitutionName",
+    "SeriesDescription",
+    "PatientName",
+    "PatientID",
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "EchoNumbers",
+    "GantryDetectorTilt",
+    "StudyInstanceUID",
+    "SeriesInstanceUID",
+    "SeriesNumber",
+    "AcquisitionNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "TemporalPositionIdentifier",
+    "SamplesPerPixel",
+    "PhotometricInterpretation",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "NominalScannedPixelSpacing",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+    "PerFrameFunctionalGroupsSequence",
+    "DirectoryRecordSequence",
+]
+
+
+def _needs_full_header(ds: Dataset) -> bool:
+    """Mosaics (CSA header), Philips (private scale) and enhanced objects need elements beyond HEADER_TAGS."""
+    image_type = ds.get("ImageType") or ()
+    return (
+        "MOSAIC" in image_type
+        or str(ds.get("Manufacturer", "")).upper().startswith("PHILIPS")
+        or "PerFrameFunctionalGroupsSequence" in ds
+    )
 
 
 def _looks_like_text(head: bytes) -> bool:
@@ -259,7 +319,10 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
             raise _classify_non_dicom(path, head)
         fp.seek(0)
         try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10)
+            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10, specific_tags=HEADER_TAGS)
+            if _needs_full_header(ds):
+                fp.seek(0)
+                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10)
         except InvalidDicomError as exc:
             raise _classify_non_dicom(path, head) from exc
         except (EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
@@ -274,8 +337,8 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
         if "Rows" not in ds or "Columns" not in ds:
             name = UID(sop_class).name if sop_class else ds.get("Modality", "unknown object")
             raise Rejected(Reason.NOT_AN_IMAGE, f"no image ({name})")
-        _check_pixel_element(fp, ds, size)
-    return _dicom_header(path, size, mtime_ns, ds, sop_class, key)
+        pixel_offset = _check_pixel_element(fp, ds, size)
+    return _dicom_header(path, size, mtime_ns, ds, sop_class, key, pixel_offset)
 
 
 def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
@@ -312,7 +375,9 @@ def _check_decodable(ts: str) -> None:
         raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX, f"{uid.name}: no decoder plugin installed ({missing})"[:200])
 
 
-def _dicom_header(path: str, size: int, mtime_ns: int, ds: Dataset, sop_class: str, key: bytes) -> DicomHeader:
+def _dicom_header(
+    path: str, size: int, mtime_ns: int, ds: Dataset, sop_class: str, key: bytes, pixel_offset: int
+) -> DicomHeader:
     ts = _transfer_syntax(ds)
     _check_decodable(ts)
     image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
@@ -345,7 +410,10 @@ def _dicom_header(path: str, size: int, mtime_ns: int, ds: Dataset, sop_class: s
         samples=_int(ds.get("SamplesPerPixel"), 1),
         photometric=str(ds.get("PhotometricInterpretation", "") or ""),
         bits_allocated=_int(ds.get("BitsAllocated"), 16),
+        bits_stored=_int(ds.get("BitsStored"), _int(ds.get("BitsAllocated"), 16)),
         pixel_representation=_int(ds.get("PixelRepresentation")),
+        pixel_offset=pixel_offset,
+        little_endian=ds.original_encoding[1] is not False,
         n_frames=n_frames,
         mosaic_grid=0,
         planar=planar,

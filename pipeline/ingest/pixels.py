@@ -9,6 +9,40 @@ from pydicom.pixels import apply_color_lut
 from pipeline.ingest.headers import DicomHeader
 from pipeline.ingest.reasons import Reason, Rejected
 
+NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def _read_native(header: DicomHeader) -> np.ndarray | None:
+    """Stored values straight from the file at the offset discovery recorded: no second header parse.
+
+    Covers the common case (one sample, 8/16/32-bit, native transfer syntax); anything else returns None
+    and goes through pydicom. Unused high bits are handled as pydicom does: masked for unsigned data,
+    sign-extended for signed.
+    """
+    if (
+        header.pixel_offset < 0
+        or header.transfer_syntax not in NATIVE
+        or header.samples != 1
+        or header.bits_allocated not in (8, 16, 32)
+        or header.photometric == "PALETTE COLOR"
+    ):
+        return None
+    kind = "i" if header.pixel_representation else "u"
+    dtype = np.dtype(f"{'<' if header.little_endian else '>'}{kind}{header.bits_allocated // 8}")
+    count = header.rows * header.cols * header.n_frames * max(1, header.mosaic_grid) ** 2
+    arr = np.fromfile(header.path, dtype=dtype, count=count, offset=header.pixel_offset)
+    if arr.size != count:
+        raise Rejected(Reason.CORRUPT_FILE, "pixel data shorter than the header declares")
+    arr = arr.astype(dtype.newbyteorder("="), copy=False)
+    unused = header.bits_allocated - header.bits_stored
+    if 0 < unused < header.bits_allocated:
+        if header.pixel_representation:
+            arr = (arr << unused) >> unused
+        else:
+            arr = arr & np.array((1 << header.bits_stored) - 1, dtype=arr.dtype)
+    shape = (header.rows * max(1, header.mosaic_grid), header.cols * max(1, header.mosaic_grid))
+    return arr.reshape((header.n_frames, *shape))
+
 
 def read_planes(header: DicomHeader) -> np.ndarray:
     """Return the file's planes as ``(planes, rows, cols[, samples])`` of stored values.
@@ -16,6 +50,9 @@ def read_planes(header: DicomHeader) -> np.ndarray:
     Planes are frames for multi-frame objects and tiles for Siemens mosaics. MONOCHROME1 is inverted so
     that larger always means brighter; colour comes back as RGB whatever the stored photometry.
     """
+    native = _read_native(header)
+    if native is not None:
+        return _planes(native, header)
     try:
         ds = pydicom.dcmread(header.path)
         arr = ds.pixel_array
@@ -23,10 +60,15 @@ def read_planes(header: DicomHeader) -> np.ndarray:
         raise Rejected(Reason.CORRUPT_FILE, f"pixel data undecodable: {type(exc).__name__}: {exc}"[:200]) from exc
     if header.photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
-    elif header.photometric == "MONOCHROME1":
-        arr = _invert(arr, int(ds.get("BitsStored", header.bits_allocated)), header.pixel_representation)
     if header.n_frames == 1 or arr.ndim == (2 if header.samples == 1 else 3):
         arr = arr[None]
+    return _planes(arr, header)
+
+
+def _planes(arr: np.ndarray, header: DicomHeader) -> np.ndarray:
+    """(frames, rows, cols[, c]) -> planes: MONOCHROME1 inverted, mosaics cut into their tiles."""
+    if header.photometric == "MONOCHROME1":
+        arr = _invert(arr, header.bits_stored, header.pixel_representation)
     if header.mosaic_grid:
         arr = _tiles(arr[0], header.mosaic_grid, len(header.frames))
     return arr

@@ -79,7 +79,7 @@ def walk(sources: Iterable[Path], exclude: Path, skip_files: Iterable[Path] = ()
             found.extend(
                 str(root_path / f)
                 for f in sorted(files)
-                if not f.startswith(".") and str((root_path / f).resolve()) not in skip
+                if not f.startswith(".") and not (skip and str((root_path / f).resolve()) in skip)
             )
     return found
 

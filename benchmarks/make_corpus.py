@@ -1,0 +1,62 @@
+"""Build a benchmark corpus of a few thousand real DICOM files: copies of real series with fresh UIDs.
+
+Each copy gets new Study/Series/SOP Instance UIDs and its own PatientID, so converters see distinct series
+(dcm2niix is told to name outputs by SeriesInstanceUID, ``-f %j``). Pixel data and geometry are untouched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import pydicom
+from pydicom.uid import generate_uid
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+# Real series that every converter in the comparison stacks without resampling (no tilt, no gaps).
+SERIES = [
+    "dcm_qa_nih/In/20180918GE/mr_0004",  # GE EPI, 150 classic slices, 4D
+    "dcm_qa_nih/In/20180918GE/mr_0005",
+    "dcm_qa_nih/In/20180918Si/mr_0003",  # Siemens mosaics, 4D
+    "dcm_qa_nih/In/20180918Si/mr_0004",
+    "dicom2nifti_testdata/generic/anatomical/001",  # 256x256 MR
+    "dicom2nifti_testdata/siemens/anatomical/001",
+    "dicom2nifti_testdata/ge/anatomical/001",
+    "dicom2nifti_testdata/philips/anatomical/001",
+    "dicom2nifti_testdata/generic/compressed_jpeg/001",  # JPEG lossless
+    "dicom2nifti_testdata/generic/compressed_jpegls/001",  # JPEG-LS
+    "dicom2nifti_testdata/generic/compressed_j2k/001",  # JPEG 2000
+    "dicom2nifti_testdata/generic/compressed_rle/001",  # RLE
+]
+
+
+def build(out: Path, copies: int, shared: Path = SHARED) -> int:
+    if out.exists():
+        shutil.rmtree(out)
+    n = 0
+    for c in range(copies):
+        for s, rel in enumerate(SERIES):
+            study, series = generate_uid(), generate_uid()
+            dst = out / f"copy{c:03d}" / f"s{s:02d}"
+            dst.mkdir(parents=True)
+            for src in sorted((shared / rel).iterdir()):
+                try:
+                    ds = pydicom.dcmread(src)
+                except pydicom.errors.InvalidDicomError:
+                    continue
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+                ds.SOPInstanceUID = generate_uid()
+                ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+                ds.PatientID = f"BENCH{c:04d}"
+                ds.save_as(dst / src.name, enforce_file_format=True)
+                n += 1
+    return n
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--copies", type=int, default=8)
+    args = ap.parse_args()
+    print(f"{build(args.out, args.copies)} files in {args.out}")
