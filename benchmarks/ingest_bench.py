@@ -98,7 +98,10 @@ def commands(tool: str, corpus: Path, out: Path, compress: bool) -> list[str]:
             str(corpus),
         ]
     if tool == "dicom2nifti":
-        code = "import sys, dicom2nifti; dicom2nifti.convert_directory(sys.argv[1], sys.argv[2], compression=sys.argv[3] == '1')"
+        code = (
+            "import sys, dicom2nifti; "
+            "dicom2nifti.convert_directory(sys.argv[1], sys.argv[2], compression=sys.argv[3] == '1')"
+        )
         return [str(BIN / "python"), "-c", code, str(corpus), str(out), "1" if compress else "0"]
     workers = tool.rsplit("-", 1)[-1]
     return [
