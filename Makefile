@@ -3,7 +3,6 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
-DEMO_OUT ?= demo-out
 
 .PHONY: install test lint demo bench clean
 
@@ -24,12 +23,13 @@ lint: install
 	$(BIN)/ruff format --check .
 
 demo: install
-	MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/$(DEMO_OUT)/mlflow.db $(BIN)/medssl ingest data/sample --out $(DEMO_OUT) \
-		--labels data/sample/cxr_nih1000/labels.csv
-	@echo "Manifest: $(DEMO_OUT)/manifest.parquet   MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/$(DEMO_OUT)/mlflow.db"
+	mkdir -p demo-out
+	$(BIN)/medssl ingest --config configs/demo.yaml
+	@echo "Manifest: demo-out/manifest.parquet"
+	@echo "MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
 
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py
 
 clean:
-	rm -rf $(VENV) $(DEMO_OUT) .pytest_cache .ruff_cache
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -36,8 +36,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log debu
 
 @app.command()
 def ingest(
-    sources: Annotated[list[Path], typer.Argument(help="Folders or files to ingest (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for volumes/ and manifest.parquet.")],
+    sources: Annotated[
+        list[Path] | None, typer.Argument(help="Folders or files to ingest, searched recursively (or ingest.sources).")
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="Output folder for volumes/ and manifest.parquet (or ingest.out)."),
+    ] = None,
     workers: Annotated[int | None, typer.Option(help="Local Dask worker processes (default: one per core).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Use an existing Dask scheduler, e.g. tcp://host:8786.")] = None,
     labels: Annotated[
@@ -59,8 +64,8 @@ def ingest(
     from pipeline.ingest import IngestError, run_ingest, summary_table
 
     overrides = {
-        "ingest.sources": [str(s) for s in sources],
-        "ingest.out": str(out),
+        "ingest.sources": [str(s) for s in sources] if sources else None,
+        "ingest.out": str(out) if out else None,
         "ingest.labels": [str(p) for p in labels] if labels else None,
         "ingest.tilt": tilt,
         "ingest.nonuniform_spacing": nonuniform_spacing,

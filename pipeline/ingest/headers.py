@@ -12,7 +12,9 @@ import math
 import os
 import struct
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -380,54 +382,56 @@ def _dicom_header(
 ) -> DicomHeader:
     ts = _transfer_syntax(ds)
     _check_decodable(ts)
-    image_type = tuple(str(v).upper() for v in (ds.get("ImageType") or ()))
-    modality = str(ds.get("Modality", "") or "")
-    has_geometry = "ImagePositionPatient" in ds and "ImageOrientationPatient" in ds
+    # Each element converted once into a plain dict: pydicom's attribute lookup costs more than the parse.
+    v = {elem.keyword: elem.value for elem in ds if elem.keyword}
+    image_type = tuple(str(v).upper() for v in (v.get("ImageType") or ()))
+    modality = str(v.get("Modality", "") or "")
+    has_geometry = "ImagePositionPatient" in v and "ImageOrientationPatient" in v
     # Projections are single images; secondary captures too unless they carry slice geometry.
     planar = modality in PLANAR_MODALITIES or (sop_class.startswith(SECONDARY_CAPTURE_PREFIX) and not has_geometry)
-    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
-    n_frames = max(1, _int(ds.get("NumberOfFrames"), 1))
-    identifiers = [str(ds.get(k, "") or "") for k in ("PatientName", "PatientID")]
+    rows, cols = _int(v.get("Rows")), _int(v.get("Columns"))
+    n_frames = max(1, _int(v.get("NumberOfFrames"), 1))
+    identifiers = [str(v.get(k, "") or "") for k in ("PatientName", "PatientID")]
     header = DicomHeader(
         path=path,
         source_dir=scrub(os.path.dirname(path), identifiers, key),
         size=size,
         mtime_ns=mtime_ns,
-        sop_uid=str(ds.get("SOPInstanceUID", "")),
-        series_uid=str(ds.get("SeriesInstanceUID", "")),
-        series_number=str(ds.get("SeriesNumber", "") or ""),
-        patient=pseudonym(key, str(ds.get("PatientID", "") or ds.get("PatientName", "") or "")),
-        study=pseudonym(key, str(ds.get("StudyInstanceUID", ""))),
+        sop_uid=str(v.get("SOPInstanceUID", "")),
+        series_uid=str(v.get("SeriesInstanceUID", "")),
+        series_number=str(v.get("SeriesNumber", "") or ""),
+        patient=pseudonym(key, str(v.get("PatientID", "") or v.get("PatientName", "") or "")),
+        study=pseudonym(key, str(v.get("StudyInstanceUID", ""))),
         modality=modality,
-        manufacturer=str(ds.get("Manufacturer", "") or ""),
-        institution=str(ds.get("InstitutionName", "") or ""),
-        description=scrub(str(ds.get("SeriesDescription", "") or ""), identifiers, key),
+        manufacturer=str(v.get("Manufacturer", "") or ""),
+        institution=str(v.get("InstitutionName", "") or ""),
+        description=scrub(str(v.get("SeriesDescription", "") or ""), identifiers, key),
         image_type=image_type,
         transfer_syntax=ts,
         sop_class=sop_class,
         rows=rows,
         cols=cols,
-        samples=_int(ds.get("SamplesPerPixel"), 1),
-        photometric=str(ds.get("PhotometricInterpretation", "") or ""),
-        bits_allocated=_int(ds.get("BitsAllocated"), 16),
-        bits_stored=_int(ds.get("BitsStored"), _int(ds.get("BitsAllocated"), 16)),
-        pixel_representation=_int(ds.get("PixelRepresentation")),
+        samples=_int(v.get("SamplesPerPixel"), 1),
+        photometric=str(v.get("PhotometricInterpretation", "") or ""),
+        bits_allocated=_int(v.get("BitsAllocated"), 16),
+        bits_stored=_int(v.get("BitsStored"), _int(v.get("BitsAllocated"), 16)),
+        pixel_representation=_int(v.get("PixelRepresentation")),
         pixel_offset=pixel_offset,
         little_endian=ds.original_encoding[1] is not False,
         n_frames=n_frames,
         mosaic_grid=0,
         planar=planar,
-        split=(str(_int(ds.get("EchoNumbers"), 0)), _complex_part(image_type)),
-        slice_thickness=_float(ds.get("SliceThickness"), 0.0),
-        gantry_tilt=_float(ds.get("GantryDetectorTilt"), 0.0),
+        split=(str(_int(v.get("EchoNumbers"), 0)), _complex_part(image_type)),
+        slice_thickness=_float(v.get("SliceThickness"), 0.0),
+        gantry_tilt=_float(v.get("GantryDetectorTilt"), 0.0),
     )
-    if "PerFrameFunctionalGroupsSequence" in ds:
+    if "PerFrameFunctionalGroupsSequence" in v:
         header.frames = _enhanced_frames(ds)
     elif "MOSAIC" in image_type and (mosaic := _mosaic_frames(ds)) is not None:
         header.mosaic_grid, header.frames = mosaic
         header.rows, header.cols = rows // header.mosaic_grid, cols // header.mosaic_grid
     else:
-        header.frames = _classic_frames(ds, n_frames, planar)
+        header.frames = _classic_frames(v, ds, n_frames, planar)
     return header
 
 
@@ -460,7 +464,7 @@ def _rescale(ds: Dataset | None, slope: float, intercept: float, manufacturer: s
     return float(p1 - p0), float(p0)
 
 
-def _pixel_spacing(ds: Dataset | None) -> tuple[float, float] | None:
+def _pixel_spacing(ds: Mapping[str, Any] | Dataset | None) -> tuple[float, float] | None:
     if ds is None:
         return None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
@@ -469,7 +473,7 @@ def _pixel_spacing(ds: Dataset | None) -> tuple[float, float] | None:
     return None
 
 
-def _temporal(ds: Dataset, frame: int) -> tuple[float, ...]:
+def _temporal(ds: Mapping[str, Any] | Dataset, frame: int) -> tuple[float, ...]:
     """Ordering key among frames that share one position (the volumes of a 4D series)."""
     return (
         _float(ds.get("TemporalPositionIdentifier")),
@@ -479,30 +483,31 @@ def _temporal(ds: Dataset, frame: int) -> tuple[float, ...]:
     )
 
 
-def _classic_frames(ds: Dataset, n_frames: int, planar: bool) -> list[Frame]:
-    ipp = _vec(ds.get("ImagePositionPatient"), 3)
-    iop = _vec(ds.get("ImageOrientationPatient"), 6)
-    spacing = _pixel_spacing(ds) or (1.0, 1.0)
+def _classic_frames(v: Mapping[str, Any], ds: Dataset, n_frames: int, planar: bool) -> list[Frame]:
+    """Frames of a classic image from its element values ``v`` (``ds`` only for private elements)."""
+    ipp = _vec(v.get("ImagePositionPatient"), 3)
+    iop = _vec(v.get("ImageOrientationPatient"), 6)
+    spacing = _pixel_spacing(v) or (1.0, 1.0)
     slope, intercept = _rescale(
         ds,
-        _float(ds.get("RescaleSlope"), 1.0) or 1.0,
-        _float(ds.get("RescaleIntercept"), 0.0),
-        str(ds.get("Manufacturer", "")),
+        _float(v.get("RescaleSlope"), 1.0) or 1.0,
+        _float(v.get("RescaleIntercept"), 0.0),
+        str(v.get("Manufacturer", "")),
     )
     if planar or ipp is None or iop is None:
         # No patient geometry: a planar image (or cine) laid out on a default axial grid.
         return [
-            Frame(f, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), spacing, slope, intercept, _temporal(ds, f))
+            Frame(f, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), spacing, slope, intercept, _temporal(v, f))
             for f in range(n_frames)
         ]
     if n_frames == 1:
-        return [Frame(0, ipp, iop, spacing, slope, intercept, _temporal(ds, 0))]
+        return [Frame(0, ipp, iop, spacing, slope, intercept, _temporal(v, 0))]
     # Legacy multi-frame without per-frame groups: frames are slices SpacingBetweenSlices apart.
-    step = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness")) or 1.0
+    step = _float(v.get("SpacingBetweenSlices")) or _float(v.get("SliceThickness")) or 1.0
     normal = np.cross(iop[:3], iop[3:])
     return [
         Frame(
-            f, tuple(float(v) for v in np.add(ipp, f * step * normal)), iop, spacing, slope, intercept, _temporal(ds, f)
+            f, tuple(float(x) for x in np.add(ipp, f * step * normal)), iop, spacing, slope, intercept, _temporal(v, f)
         )
         for f in range(n_frames)
     ]
