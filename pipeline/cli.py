@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from pipeline.cluster import ClusterError
 from pipeline.config import ConfigError, load_config
 from pipeline.labels import LabelsError
 
@@ -78,7 +79,7 @@ def ingest(
     try:
         cfg = load_config(config, overrides)
         result = run_ingest(cfg, console)
-    except (ConfigError, LabelsError, IngestError) as exc:
+    except (ConfigError, LabelsError, IngestError, ClusterError) as exc:
         raise _fail(str(exc)) from None
     console.print(summary_table(result))
     if result.converted == 0:

@@ -13,6 +13,10 @@ from distributed import Client, LocalCluster
 from pipeline.config import DaskConfig
 
 
+class ClusterError(RuntimeError):
+    """The requested Dask cluster cannot be reached or started; the message says which."""
+
+
 def default_workers() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
@@ -28,7 +32,11 @@ def dask_client(cfg: DaskConfig) -> Iterator[Client]:
     for name in ("distributed", "distributed.worker", "distributed.scheduler", "distributed.nanny"):
         logging.getLogger(name).setLevel(logging.ERROR)
     if cfg.scheduler:
-        with Client(cfg.scheduler, timeout="20s") as client:
+        try:
+            client = Client(cfg.scheduler, timeout="10s")
+        except (OSError, TimeoutError) as exc:
+            raise ClusterError(f"cannot reach the Dask scheduler at {cfg.scheduler} ({type(exc).__name__})") from exc
+        with client:
             yield client
         return
     with (

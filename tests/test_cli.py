@@ -29,6 +29,10 @@ def test_help(args):
         (["ingest", "/no/such/folder", "--out", "{tmp}/o"], "source not found: /no/such/folder"),
         (["ingest", str(SAMPLE), "--out", "{tmp}/o", "--tilt", "sideways"], "invalid config at 'ingest.tilt'"),
         (["ingest", str(SAMPLE), "--out", "{tmp}/o", "--labels", "{tmp}/missing.csv"], "unreadable label CSV"),
+        (
+            ["ingest", str(SAMPLE), "--out", "{tmp}/o", "--scheduler", "tcp://127.0.0.1:9", "--no-tracking"],
+            "cannot reach the Dask scheduler",
+        ),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, tmp_path):

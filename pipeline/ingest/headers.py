@@ -78,7 +78,11 @@ class Frame:
 
 @dataclass(slots=True)
 class DicomHeader:
-    """What grouping and conversion need from one DICOM file. Identifiers are already pseudonymised."""
+    """What grouping and conversion need from one DICOM file.
+
+    Patient and study are already keyed hashes and ``source_dir`` is scrubbed; ``path`` stays real because
+    the conversion pass must open the file, and it never reaches an output.
+    """
 
     path: str
     source_dir: str
@@ -95,7 +99,6 @@ class DicomHeader:
     description: str
     image_type: tuple[str, ...]
     transfer_syntax: str
-    sop_class: str
     rows: int
     cols: int
     samples: int
@@ -110,7 +113,6 @@ class DicomHeader:
     planar: bool
     split: tuple[str, ...]
     slice_thickness: float
-    gantry_tilt: float
     frames: list[Frame] = field(default_factory=list)
 
 
@@ -121,9 +123,6 @@ class ImageFileHeader:
     path: str
     size: int
     mtime_ns: int
-    width: int
-    height: int
-    mode: str
     format: str
 
 
@@ -223,7 +222,6 @@ HEADER_TAGS = [
     "SliceThickness",
     "SpacingBetweenSlices",
     "EchoNumbers",
-    "GantryDetectorTilt",
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "SeriesNumber",
@@ -348,7 +346,7 @@ def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
 
     try:
         with Image.open(path) as im:
-            return ImageFileHeader(path, size, mtime_ns, im.width, im.height, im.mode, im.format or "")
+            return ImageFileHeader(path, size, mtime_ns, im.format or "")
     except (UnidentifiedImageError, OSError) as exc:
         raise Rejected(Reason.CORRUPT_FILE, f"image header unreadable: {exc}"[:200]) from exc
 
@@ -408,7 +406,6 @@ def _dicom_header(
         description=scrub(str(v.get("SeriesDescription", "") or ""), identifiers, key),
         image_type=image_type,
         transfer_syntax=ts,
-        sop_class=sop_class,
         rows=rows,
         cols=cols,
         samples=_int(v.get("SamplesPerPixel"), 1),
@@ -423,7 +420,6 @@ def _dicom_header(
         planar=planar,
         split=(str(_int(v.get("EchoNumbers"), 0)), _complex_part(image_type)),
         slice_thickness=_float(v.get("SliceThickness"), 0.0),
-        gantry_tilt=_float(v.get("GantryDetectorTilt"), 0.0),
     )
     if "PerFrameFunctionalGroupsSequence" in v:
         header.frames = _enhanced_frames(ds)
