@@ -65,7 +65,8 @@ def test_killed_run_leaves_whole_files_and_resumes(tmp_path):
     )
     volumes = out / "volumes"
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not (volumes.is_dir() and any(volumes.glob("*.nii.gz"))):
+    # Kill as soon as conversion starts writing (a temp file counts), well before the manifest.
+    while time.monotonic() < deadline and not (volumes.is_dir() and any(volumes.iterdir())):
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
