@@ -61,8 +61,3 @@ def log_table_input(df: Any, source: Path, name: str, context: str) -> str | Non
         dataset = mlflow.data.from_pandas(df, source=str(source), name=name)
         mlflow.log_input(dataset, context=context)
     return dataset.digest
-
-
-def log_artifact(path: Path) -> None:
-    if (mlflow := _active()) is not None:
-        mlflow.log_artifact(str(path))

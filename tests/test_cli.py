@@ -58,4 +58,4 @@ def test_ingest_prints_summary_and_reruns_cheaply(tmp_path, dask_scheduler):
     assert first.returncode == 0, first.stderr
     assert "accepted" in first.stderr and "24" in first.stderr and "files/s" in first.stderr
     second = run(*args)
-    assert "Nothing new to convert: all 24 series/images are up to date." in second.stderr
+    assert "Nothing new to convert: all 24 series/images are up to date." in second.stderr, second.stderr

@@ -76,3 +76,13 @@ def test_png_with_wrong_content_is_corrupt(ingest, tmp_path):
     by_name = manifest.set_index("description")
     assert by_name.loc["fake.png", "reason"] == "CORRUPT_FILE"
     assert by_name.loc["real.png", "status"] == "accepted"
+
+
+def test_one_bit_png_is_accepted(ingest, tmp_path):
+    bits = np.random.default_rng(2).integers(0, 2, (16, 24)).astype(bool)
+    Image.fromarray(bits).save(tmp_path / "mask.png")
+    _, manifest = ingest(tmp_path / "mask.png")
+    (row,) = manifest.itertuples()
+    assert row.status == "accepted", row.detail
+    ours = np.asarray(nib.load(tmp_path / "out" / row.output_path).dataobj)[:, :, 0].T
+    assert np.array_equal(ours > 0, bits)

@@ -82,3 +82,29 @@ def test_killed_run_leaves_whole_files_and_resumes(tmp_path):
     assert resumed.index.sort_values().equals(reference.index.sort_values())
     assert resumed.voxel_sha256.sort_index().equals(reference.voxel_sha256.sort_index())
     assert not [p for p in volumes.iterdir() if p.name.startswith(".")], "temp files left after resume"
+
+
+def test_fixed_file_replaces_its_old_rejection(ingest, tmp_path):
+    """A file rejected once and repaired later leaves no stale rejection row behind."""
+    from series_tools import copy_series
+
+    good = copy_series(tmp_path / "src")
+    target = sorted(good.iterdir())[0]
+    data = target.read_bytes()
+    target.write_bytes(data[: len(data) // 2])
+    _, first = ingest(tmp_path / "src")
+    assert "CORRUPT_FILE" in set(first.reason)
+    target.write_bytes(data)
+    _, second = ingest(tmp_path / "src")
+    assert list(second.status) == ["accepted"]
+
+
+def test_damaged_journal_does_not_block_the_next_run(ingest, tmp_path):
+    _, manifest = ingest(SAMPLE / "cxr_nih1000")
+    journal = tmp_path / "out" / ".journal"
+    (journal / ".00000000000000000001.part.jsonl").write_text('{"series_key": "trunc')  # killed mid-write
+    segment = next(journal.glob("[0-9]*.jsonl"))
+    segment.write_text(segment.read_text() + '{"series_key": "x", "broken\n')
+    result, again = ingest(SAMPLE / "cxr_nih1000")
+    assert result.converted == 0
+    assert len(again) == len(manifest)

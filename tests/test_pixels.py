@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import nibabel as nib
 import numpy as np
 import pydicom
@@ -67,7 +69,7 @@ def test_palette_colour_applied(ingest, tmp_path):
 
 
 def test_planar_modality_images_stand_alone(ingest, tmp_path):
-    """Two radiographs in one series are two images, never a stack."""
+    """Radiographs in one series are separate images, never a stack, even a copy with the same UID."""
     base = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
     series = generate_uid()
     for i in range(2):
@@ -77,9 +79,10 @@ def test_planar_modality_images_stand_alone(ingest, tmp_path):
         ds.SOPInstanceUID = generate_uid()
         del ds.ImagePositionPatient, ds.ImageOrientationPatient
         _save(ds, tmp_path / "in" / f"dx{i}.dcm")
+    shutil.copy(tmp_path / "in" / "dx0.dcm", tmp_path / "in" / "dx0_copy.dcm")  # same SOP UID, same folder
     _, manifest = ingest(tmp_path / "in")
     accepted = manifest[manifest.status == "accepted"]
-    assert len(accepted) == 2
+    assert len(accepted) == 3
     for row in accepted.itertuples():
         assert list(row.shape) == [base.Columns, base.Rows, 1]
         assert row.modality == "DX"
@@ -94,3 +97,21 @@ def test_big_endian_and_rescale(ingest, tmp_path):
     assert row.transfer_syntax == "1.2.840.10008.1.2.2"
     ours = _voxels(tmp_path / "out", row)[:, :, 0].T
     assert np.array_equal(ours, le.pixel_array)
+
+
+def test_deflated_transfer_syntax(ingest, tmp_path):
+    src = get_testdata_file("image_dfl.dcm")
+    expected = pydicom.dcmread(src).pixel_array
+    shutil.copy(src, tmp_path / "dfl.dcm")
+    _, manifest = ingest(tmp_path / "dfl.dcm")
+    row = _single(manifest)
+    assert row.transfer_syntax == "1.2.840.10008.1.2.1.99"
+    assert np.array_equal(_voxels(tmp_path / "out", row)[:, :, 0].T, expected)
+
+
+def test_single_valued_image_type_is_one_value():
+    from pipeline.ingest.headers import _image_type
+
+    assert _image_type("localizer") == ("LOCALIZER",)
+    assert _image_type(["ORIGINAL", "PRIMARY"]) == ("ORIGINAL", "PRIMARY")
+    assert _image_type(None) == ()

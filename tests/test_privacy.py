@@ -6,7 +6,9 @@ import os
 import sqlite3
 import subprocess
 
+import pydicom
 from conftest import ROOT, SAMPLE, TEST_KEY
+from pydicom.data import get_testdata_file
 from series_tools import copy_series
 
 NAME, PATIENT_ID, BIRTH = "DOE^JANE", "MRN0042417", "19700131"
@@ -21,6 +23,9 @@ def _identify(dss):
 def test_identifiers_never_reach_outputs(tmp_path):
     archive = tmp_path / "archive"
     copy_series(archive / "DOE_JANE" / PATIENT_ID, _identify)
+    report = pydicom.dcmread(get_testdata_file("reportsi.dcm"))  # a rejected object must not leak its folder
+    report.PatientName, report.PatientID = NAME, PATIENT_ID
+    report.save_as(archive / "DOE_JANE" / PATIENT_ID / "report.dcm", enforce_file_format=True)
     out, db = tmp_path / "out", tmp_path / "mlflow.db"
     env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY, "MLFLOW_TRACKING_URI": f"sqlite:///{db}"}
     proc = subprocess.run(
@@ -64,3 +69,4 @@ def test_identifiers_never_reach_outputs(tmp_path):
     ids = {str(p) for p in pd.read_csv(SAMPLE / "cxr_nih1000/labels.csv").patient_id}
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert not ids & set(manifest.patient)
+    assert "NOT_AN_IMAGE" in set(manifest.reason)

@@ -69,6 +69,12 @@ def _localizer(dss):
     return dss
 
 
+def _no_position(dss):
+    for ds in dss:
+        del ds.ImagePositionPatient
+    return dss
+
+
 def _hevc(dss):
     for ds in dss:
         ds.file_meta.TransferSyntaxUID = "1.2.840.10008.1.2.4.107"  # HEVC: pydicom has no decoder for it
@@ -85,6 +91,7 @@ DEFECTS = {
     Reason.INCONSISTENT_SHAPE: _crop_one,
     Reason.LOCALIZER: _localizer,
     Reason.UNSUPPORTED_TRANSFER_SYNTAX: _hevc,
+    Reason.MISSING_GEOMETRY: _no_position,
 }
 
 
@@ -104,6 +111,11 @@ def _bad_files(folder: Path) -> dict[str, str]:
     real = next(p for p in sorted(real_series().iterdir()) if p.is_file())
     data = real.read_bytes()
     (folder / "truncated.dcm").write_bytes(data[: len(data) * 2 // 3])
+    ds = pydicom.dcmread(real, stop_before_pixels=True)
+    ds.SeriesInstanceUID, ds.SOPInstanceUID = generate_uid(), generate_uid()
+    buf = pydicom.filebase.DicomBytesIO()
+    ds.save_as(buf, enforce_file_format=True)
+    (folder / "cut_before_pixels.dcm").write_bytes(buf.getvalue())  # Rows/Columns, then the file ends
     (folder / "empty.dcm").write_bytes(b"")
     (folder / "random.dcm").write_bytes(np.random.default_rng(0).bytes(4096))
     (folder / "notes.txt").write_text("scanner log: nothing to see\n")
@@ -114,6 +126,7 @@ def _bad_files(folder: Path) -> dict[str, str]:
     shutil.copy(get_testdata_file("MR_truncated.dcm"), folder / "mr_truncated.dcm")
     expected = {
         "truncated.dcm": Reason.CORRUPT_FILE,
+        "cut_before_pixels.dcm": Reason.CORRUPT_FILE,
         "empty.dcm": Reason.CORRUPT_FILE,
         "random.dcm": Reason.CORRUPT_FILE,
         "notes.txt": Reason.NOT_AN_IMAGE,

@@ -5,7 +5,6 @@ Pixel arrays never leave the worker: a task gets a plan (paths and geometry) and
 
 from __future__ import annotations
 
-import datetime as dt
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,7 @@ from pipeline.ingest.group import StackPlan
 from pipeline.ingest.headers import ImageFileHeader
 from pipeline.ingest.nifti import pack_colour, write_nifti
 from pipeline.ingest.pixels import read_planes
-from pipeline.ingest.reasons import Reason, Rejected
+from pipeline.ingest.reasons import Reason, Rejected, describe
 from pipeline.ingest.resample import resample_layout
 from pipeline.ingest.rows import image_row, stack_row
 
@@ -56,11 +55,30 @@ def assemble(plan: StackPlan) -> tuple[np.ndarray, float, float]:
     return np.ascontiguousarray(data), slope, intercept
 
 
+def _write(
+    out_dir: str,
+    key: str,
+    compress: bool,
+    data: np.ndarray,
+    affine: np.ndarray,
+    slope: float = 1.0,
+    intercept: float = 0.0,
+) -> dict[str, Any]:
+    """Write one volume and return the manifest fields that describe it."""
+    rel = Path("volumes") / nifti_name(key, compress)
+    digest = write_nifti(Path(out_dir) / rel, data, affine, slope, intercept)
+    return {
+        "output_path": str(rel),
+        "voxel_sha256": digest,
+        "shape": list(data.shape),
+        "spacing": [float(s) for s in nib.affines.voxel_sizes(affine)],
+        "dtype": "RGB24" if data.dtype.names else str(data.dtype),
+    }
+
+
 def convert_stack(plan: StackPlan, out_dir: str, compress: bool, site: str | None, digest: str) -> list[dict[str, Any]]:
-    """Convert one accepted stack to NIfTI, or return its rejection row; never raises for bad data."""
+    """Convert one accepted stack to NIfTI; a failure rejects this stack only, never the batch."""
     row = stack_row(plan, site, digest)
-    if plan.reason is not None:
-        return [row]
     try:
         data, slope, intercept = assemble(plan)
         affine = plan.layout.affine
@@ -68,20 +86,11 @@ def convert_stack(plan: StackPlan, out_dir: str, compress: bool, site: str | Non
             data, affine = resample_layout(data, plan)
         if plan.head.samples == 3 or plan.head.photometric == "PALETTE COLOR":
             data = pack_colour(data)
-        rel = Path("volumes") / nifti_name(plan.key, compress)
-        row["voxel_sha256"] = write_nifti(Path(out_dir) / rel, data, affine, slope, intercept)
+        row.update(_write(out_dir, plan.key, compress, data, affine, slope, intercept))
     except Rejected as rej:
         row.update(status="rejected", reason=str(rej.reason), detail=rej.detail)
-        return [row]
-    except MemoryError:
-        row.update(status="rejected", reason=str(Reason.DECODE_FAILED), detail="out of memory assembling the stack")
-        return [row]
-    row.update(
-        output_path=str(rel),
-        shape=list(data.shape),
-        spacing=[float(s) for s in nib.affines.voxel_sizes(affine)],
-        dtype=str(data.dtype) if data.dtype.names is None else "RGB24",
-    )
+    except Exception as exc:  # a decoder, a full disk, a file gone since the scan: this stack only
+        row.update(status="rejected", reason=str(Reason.DECODE_FAILED), detail=describe(exc, plan.head.path))
     return [row]
 
 
@@ -99,9 +108,10 @@ def _convert_image(h: ImageFileHeader, extra: dict[str, Any], out_dir: str, comp
     try:
         with Image.open(h.path) as im:
             im.load()
-            arr = np.asarray(im.convert("RGB") if im.mode in ("RGBA", "LA", "P", "CMYK", "YCbCr") else im)
+            colour = im.mode in ("RGBA", "LA", "P", "CMYK", "YCbCr")
+            arr = np.asarray(im.convert("RGB") if colour else im.convert("L") if im.mode == "1" else im)
     except Exception as exc:
-        row.update(status="rejected", reason=str(Reason.CORRUPT_FILE), detail=f"image undecodable: {exc}"[:200])
+        row.update(status="rejected", reason=str(Reason.CORRUPT_FILE), detail=describe(exc, h.path))
         return row
     if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
         arr = arr[..., 0]  # grey stored as RGB: one channel loses nothing
@@ -109,14 +119,8 @@ def _convert_image(h: ImageFileHeader, extra: dict[str, Any], out_dir: str, comp
     data = np.ascontiguousarray(np.swapaxes(arr, 0, 1)[:, :, None])
     if data.ndim == 4:
         data = pack_colour(data)
-    affine = np.diag([-1.0, -1.0, 1.0, 1.0])
-    rel = Path("volumes") / nifti_name(row["series_key"], compress)
-    row["voxel_sha256"] = write_nifti(Path(out_dir) / rel, data, affine)
-    row.update(
-        output_path=str(rel),
-        shape=list(data.shape),
-        spacing=[1.0, 1.0, 1.0],
-        dtype=str(data.dtype) if data.dtype.names is None else "RGB24",
-        ingested_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-    )
+    try:
+        row.update(_write(out_dir, row["series_key"], compress, data, np.diag([-1.0, -1.0, 1.0, 1.0])))
+    except Exception as exc:  # e.g. a full disk: this image only
+        row.update(status="rejected", reason=str(Reason.DECODE_FAILED), detail=describe(exc, h.path))
     return row

@@ -36,8 +36,6 @@ class Layout:
 
     order: list[list[int]]
     affine: np.ndarray
-    slice_positions: list[float]
-    tilt_deg: float = 0.0
     corrections: list[str] = field(default_factory=list)
 
     @property
@@ -110,11 +108,7 @@ def plan_layout(frames: list[Frame], policy: Policy, slice_thickness: float = 0.
     n_vol = counts.pop()
     order = [[cluster[t] for cluster in clusters] for t in range(n_vol)]
     first = order[0]
-    positions = [float(distances[i]) for i in first]
-    row_dir, col_dir = np.array(iop[:3]), np.array(iop[3:])
-    sp_row, sp_col = frames[first[0]].spacing
     corrections: list[str] = []
-    tilt = 0.0
     if len(first) > 1:
         steps = np.diff(ipps[first], axis=0)
         mean_step = (ipps[first[-1]] - ipps[first[0]]) / (len(first) - 1)
@@ -137,9 +131,19 @@ def plan_layout(frames: list[Frame], policy: Policy, slice_thickness: float = 0.
             slice_vec = first_step / np.linalg.norm(first_step) * abs(float(first_step @ normal))
     else:
         slice_vec = normal * (slice_thickness or 1.0)
+    return Layout(order, ras_affine(iop, frames[first[0]].spacing, slice_vec, ipps[first[0]]), corrections)
+
+
+def ras_affine(
+    iop: tuple[float, ...], spacing: tuple[float, float], slice_vec: np.ndarray, origin: np.ndarray
+) -> np.ndarray:
+    """NIfTI affine (RAS, mm) of a stack: i along a row, j down the columns, k along ``slice_vec``.
+
+    DICOM's PixelSpacing is (between rows, between columns), so the column spacing scales the row cosine.
+    """
     affine = np.eye(4)
-    affine[:3, 0] = row_dir * sp_col
-    affine[:3, 1] = col_dir * sp_row
+    affine[:3, 0] = np.array(iop[:3]) * spacing[1]
+    affine[:3, 1] = np.array(iop[3:]) * spacing[0]
     affine[:3, 2] = slice_vec
-    affine[:3, 3] = ipps[first[0]]
-    return Layout(order, LPS_TO_RAS @ affine, positions, tilt, corrections)
+    affine[:3, 3] = origin
+    return LPS_TO_RAS @ affine

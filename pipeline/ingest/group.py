@@ -72,10 +72,11 @@ def _split(
     out: list[tuple[str, list[FrameRef], Reason | None]] = []
     for k, kind_key in enumerate(sorted(by_kind)):
         kind_label = f"e{k + 1}" if len(by_kind) > 1 else ""
-        by_shape: dict[tuple[int, int, int], list[FrameRef]] = defaultdict(list)
+        # Size, channels and stored type: frames that disagree on any of them cannot share one array.
+        by_shape: dict[tuple[int, ...], list[FrameRef]] = defaultdict(list)
         for ref in by_kind[kind_key]:
             h = files[ref.file]
-            by_shape[(h.rows, h.cols, h.samples)].append(ref)
+            by_shape[(h.rows, h.cols, h.samples, h.bits_allocated, h.pixel_representation)].append(ref)
         for s, shape_key in enumerate(sorted(by_shape)):
             shape_label = f"s{s + 1}" if len(by_shape) > 1 else ""
             clusters = _orientation_clusters(by_shape[shape_key], tol)
@@ -136,7 +137,7 @@ def plan_stacks(
     series: dict[str, list[DicomHeader]] = defaultdict(list)
     for h in headers:
         if h.planar:
-            plans.append(StackPlan(pseudonym(key, f"{h.sop_uid}|{os.path.dirname(h.path)}"), "", [h]))
+            plans.append(StackPlan(pseudonym(key, f"planar|{h.path}"), "", [h]))
         else:
             # Series number and transfer syntax too: copies of one series re-encoded or renumbered (as
             # test suites and some exports hold) are separate inputs, as dcm2niix treats them.

@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
-from pipeline.ingest.reasons import Reason, Rejected
+from pipeline.ingest.reasons import Reason, Rejected, describe
 from pipeline.pseudonym import pseudonym, scrub
 
 # Modalities whose images are projections or 2D acquisitions: each file is one image, never a stack.
@@ -133,6 +133,7 @@ class FileRejection:
     mtime_ns: int
     reason: Reason
     detail: str
+    shown_path: str = ""  # the path as the manifest may show it: scrubbed of identifiers read from the file
 
 
 FileRecord = DicomHeader | ImageFileHeader | FileRejection
@@ -172,20 +173,23 @@ def _complex_part(image_type: tuple[str, ...]) -> str:
     return next((COMPLEX_PARTS[v] for v in image_type[2:] if v in COMPLEX_PARTS), "")
 
 
-def _check_pixel_element(fp, ds: Dataset, size: int) -> int:
+DEFLATED = "1.2.840.10008.1.2.1.99"
+
+
+def _check_pixel_element(fp, ds: Dataset, size: int, transfer_syntax: str) -> int:
     """Reject a file whose pixel data element is missing or runs past the end of the file (truncated).
 
-    Returns the file offset where native pixel values start (-1 when encapsulated), so the conversion pass
-    can read them without parsing the header a second time.
+    Returns the file offset where native integer pixel values start, so the conversion pass can read them
+    without parsing the header a second time; -1 where pydicom must decode (encapsulated, deflated, float).
     """
+    if transfer_syntax == DEFLATED:  # pydicom inflated the stream into memory: no file offsets to check
+        return -1
     start = fp.tell()
     head = fp.read(12)
     little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
     order = "<" if little else ">"
-    if len(head) < 8:
-        raise Rejected(
-            Reason.NOT_AN_IMAGE, f"no pixel data ({UID(ds.get('SOPClassUID', '')).name or 'unknown SOP class'})"
-        )
+    if len(head) < 8:  # the header promised an image (Rows, Columns) and the file ends before its pixels
+        raise Rejected(Reason.CORRUPT_FILE, "truncated: the file ends before its pixel data")
     group, elem = struct.unpack(order + "HH", head[:4])
     if (group, elem) not in {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}:
         raise Rejected(Reason.NOT_AN_IMAGE, "no pixel data element")
@@ -204,7 +208,7 @@ def _check_pixel_element(fp, ds: Dataset, size: int) -> int:
         raise Rejected(
             Reason.CORRUPT_FILE, f"truncated: pixel data needs {length} bytes, file has {size - value_start}"
         )
-    return value_start
+    return value_start if elem == 0x0010 else -1  # float pixel data (7FE0,0008/0009): pydicom decodes it
 
 
 # What a classic header needs; parsing only these is several times faster than the whole header.
@@ -248,9 +252,15 @@ HEADER_TAGS = [
 ]
 
 
+def _image_type(value: object) -> tuple[str, ...]:
+    """ImageType as a tuple of upper-case values (pydicom gives a bare string when it holds one value)."""
+    values = [value] if isinstance(value, str) else (value or ())
+    return tuple(str(x).upper() for x in values)  # type: ignore[union-attr]
+
+
 def _needs_full_header(ds: Dataset) -> bool:
     """Mosaics (CSA header), Philips (private scale) and enhanced objects need elements beyond HEADER_TAGS."""
-    image_type = ds.get("ImageType") or ()
+    image_type = _image_type(ds.get("ImageType"))
     return (
         "MOSAIC" in image_type
         or str(ds.get("Manufacturer", "")).upper().startswith("PHILIPS")
@@ -287,19 +297,17 @@ def read_header(path: str, key: bytes, image_extensions: tuple[str, ...] = (".pn
     try:
         st = os.stat(path)
     except OSError as exc:
-        return FileRejection(path, 0, 0, Reason.UNREADABLE_FILE, exc.strerror or type(exc).__name__)
+        return FileRejection(path, 0, 0, Reason.UNREADABLE_FILE, exc.strerror or type(exc).__name__, path)
     try:
         return _read_header(path, st.st_size, st.st_mtime_ns, key, image_extensions)
     except Rejected as rej:
-        return FileRejection(path, st.st_size, st.st_mtime_ns, rej.reason, rej.detail)
+        shown = scrub(path, rej.identifiers, key) if rej.identifiers else path
+        return FileRejection(path, st.st_size, st.st_mtime_ns, rej.reason, rej.detail, shown)
     except PermissionError as exc:
-        return FileRejection(
-            path, st.st_size, st.st_mtime_ns, Reason.UNREADABLE_FILE, exc.strerror or "permission denied"
-        )
+        detail = exc.strerror or "permission denied"
+        return FileRejection(path, st.st_size, st.st_mtime_ns, Reason.UNREADABLE_FILE, detail, path)
     except Exception as exc:  # a malformed header can raise anything from deep inside pydicom
-        return FileRejection(
-            path, st.st_size, st.st_mtime_ns, Reason.CORRUPT_FILE, f"{type(exc).__name__}: {exc}"[:200]
-        )
+        return FileRejection(path, st.st_size, st.st_mtime_ns, Reason.CORRUPT_FILE, describe(exc, path), path)
 
 
 def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensions: tuple[str, ...]) -> FileRecord:
@@ -327,18 +335,19 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
             raise _classify_non_dicom(path, head) from exc
         except (EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
             raise Rejected(Reason.CORRUPT_FILE, f"header unreadable: {type(exc).__name__}") from exc
-        sop_class = str(
-            ds.get("SOPClassUID", "") or getattr(ds.get("file_meta", Dataset()), "MediaStorageSOPClassUID", "")
-        )
-        if "DirectoryRecordSequence" in ds or sop_class == "1.2.840.10008.1.3.10":
-            raise Rejected(Reason.NOT_AN_IMAGE, "DICOMDIR (media directory)")
-        if sop_class in NON_IMAGE_SOP_CLASSES:
-            raise Rejected(Reason.NOT_AN_IMAGE, NON_IMAGE_SOP_CLASSES[sop_class])
-        if "Rows" not in ds or "Columns" not in ds:
-            name = UID(sop_class).name if sop_class else ds.get("Modality", "unknown object")
-            raise Rejected(Reason.NOT_AN_IMAGE, f"no image ({name})")
-        pixel_offset = _check_pixel_element(fp, ds, size)
-    return _dicom_header(path, size, mtime_ns, ds, sop_class, key, pixel_offset)
+        identifiers = [str(ds.get(k, "") or "") for k in ("PatientName", "PatientID")]
+        try:
+            sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
+            if sop_class in NON_IMAGE_SOP_CLASSES or "DirectoryRecordSequence" in ds:
+                raise Rejected(Reason.NOT_AN_IMAGE, NON_IMAGE_SOP_CLASSES.get(sop_class, "DICOMDIR (media directory)"))
+            if "Rows" not in ds or "Columns" not in ds:
+                name = UID(sop_class).name if sop_class else ds.get("Modality", "unknown object")
+                raise Rejected(Reason.NOT_AN_IMAGE, f"no image ({name})")
+            pixel_offset = _check_pixel_element(fp, ds, size, _transfer_syntax(ds))
+            return _dicom_header(path, size, mtime_ns, ds, sop_class, key, pixel_offset, identifiers)
+        except Rejected as rej:
+            rej.identifiers = [i for i in identifiers if i]
+            raise
 
 
 def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
@@ -348,7 +357,7 @@ def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
         with Image.open(path) as im:
             return ImageFileHeader(path, size, mtime_ns, im.format or "")
     except (UnidentifiedImageError, OSError) as exc:
-        raise Rejected(Reason.CORRUPT_FILE, f"image header unreadable: {exc}"[:200]) from exc
+        raise Rejected(Reason.CORRUPT_FILE, f"image header unreadable: {describe(exc, path)}") from exc
 
 
 def _transfer_syntax(ds: Dataset) -> str:
@@ -376,7 +385,14 @@ def _check_decodable(ts: str) -> None:
 
 
 def _dicom_header(
-    path: str, size: int, mtime_ns: int, ds: Dataset, sop_class: str, key: bytes, pixel_offset: int
+    path: str,
+    size: int,
+    mtime_ns: int,
+    ds: Dataset,
+    sop_class: str,
+    key: bytes,
+    pixel_offset: int,
+    identifiers: list[str],
 ) -> DicomHeader:
     ts = _transfer_syntax(ds)
     _check_decodable(ts)
@@ -389,7 +405,8 @@ def _dicom_header(
     planar = modality in PLANAR_MODALITIES or (sop_class.startswith(SECONDARY_CAPTURE_PREFIX) and not has_geometry)
     rows, cols = _int(v.get("Rows")), _int(v.get("Columns"))
     n_frames = max(1, _int(v.get("NumberOfFrames"), 1))
-    identifiers = [str(v.get(k, "") or "") for k in ("PatientName", "PatientID")]
+    if not planar and not has_geometry and "PerFrameFunctionalGroupsSequence" not in v:
+        raise Rejected(Reason.MISSING_GEOMETRY, f"{modality or 'image'} without ImagePositionPatient/Orientation")
     header = DicomHeader(
         path=path,
         source_dir=scrub(os.path.dirname(path), identifiers, key),
@@ -423,7 +440,10 @@ def _dicom_header(
     )
     if "PerFrameFunctionalGroupsSequence" in v:
         header.frames = _enhanced_frames(ds)
-    elif "MOSAIC" in image_type and (mosaic := _mosaic_frames(ds)) is not None:
+    elif "MOSAIC" in image_type:
+        mosaic = _mosaic_frames(ds)
+        if mosaic is None:
+            raise Rejected(Reason.MISSING_GEOMETRY, "mosaic without a readable Siemens CSA header")
         header.mosaic_grid, header.frames = mosaic
         header.rows, header.cols = rows // header.mosaic_grid, cols // header.mosaic_grid
     else:

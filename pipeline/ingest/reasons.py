@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from enum import StrEnum
 
 
@@ -28,3 +29,12 @@ class Rejected(Exception):
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        # Patient identifiers read before the rejection, so the reported path can be scrubbed of them.
+        self.identifiers: list[str] = []
+
+
+def describe(exc: BaseException, path: str) -> str:
+    """One line for a detail column: the error's type and message, with the file's folders cut away
+    (library messages quote the full path, and folder names can hold a patient's name)."""
+    message = str(exc).replace(path, "<file>").replace(os.path.dirname(path), "<folder>")
+    return f"{type(exc).__name__}: {message}"[:200]

@@ -11,7 +11,7 @@ import math
 
 import numpy as np
 
-from pipeline.ingest.geometry import LPS_TO_RAS, unit_normal
+from pipeline.ingest.geometry import ras_affine, unit_normal
 from pipeline.ingest.group import StackPlan
 
 
@@ -99,7 +99,7 @@ def resample_layout(data: np.ndarray, plan: StackPlan) -> tuple[np.ndarray, np.n
     """Apply the corrections the layout asks for; return the new data and its RAS affine."""
     layout = plan.layout
     ref = plan.frames[layout.order[0][0]].frame
-    iop, (sp_row, sp_col) = ref.iop, ref.spacing
+    iop = ref.iop
     normal = unit_normal(iop)
     ipps = _slice_positions(plan)
     origin = ipps[0].copy()
@@ -116,9 +116,4 @@ def resample_layout(data: np.ndarray, plan: StackPlan) -> tuple[np.ndarray, np.n
         direction = slice_vec / np.linalg.norm(slice_vec)
         data, step = equalize(data, positions)
         slice_vec = direction * step
-    affine = np.eye(4)
-    affine[:3, 0] = np.array(iop[:3]) * sp_col
-    affine[:3, 1] = np.array(iop[3:]) * sp_row
-    affine[:3, 2] = slice_vec
-    affine[:3, 3] = origin
-    return data, LPS_TO_RAS @ affine
+    return data, ras_affine(iop, ref.spacing, slice_vec, origin)

@@ -31,7 +31,7 @@ from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
 from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
-from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest
+from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest, stack_row
 from pipeline.labels import LabelRow, read_labels
 from pipeline.pseudonym import pseudonym, resolve_key
 
@@ -88,40 +88,41 @@ def scan_files(paths: list[str], secret: bytes, image_extensions: tuple[str, ...
 
 
 class Journal:
-    """Append-only record of finished rows, in atomically written JSON-lines segments."""
+    """Append-only record of finished rows, one atomically written JSON-lines segment per batch.
+
+    Segments are named by time; temp files of a killed write start with a dot and are never read.
+    """
+
+    PATTERN = "[0-9]*.jsonl"
 
     def __init__(self, out_dir: Path) -> None:
         self.dir = out_dir / JOURNAL_DIR
         self.dir.mkdir(parents=True, exist_ok=True)
-        self.pending: list[dict[str, Any]] = []
-        self.last_flush = time.monotonic()
         self.segment = 0
 
     def load(self) -> dict[str, dict[str, Any]]:
         rows: dict[str, dict[str, Any]] = {}
-        for seg in sorted(self.dir.glob("*.jsonl")):
-            for line in seg.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    row = json.loads(line)
+        for seg in sorted(self.dir.glob(self.PATTERN)):
+            for n, line in enumerate(seg.read_text(encoding="utf-8").splitlines(), start=1):
+                try:
+                    row = json.loads(line) if line.strip() else None
+                except json.JSONDecodeError:
+                    log.warning("journal %s line %d is unreadable; that row will be redone", seg.name, n)
+                    continue
+                if row:
                     rows[row["series_key"]] = row
         return rows
 
     def add(self, rows: list[dict[str, Any]]) -> None:
-        self.pending.extend(rows)
-        if len(self.pending) >= 500 or time.monotonic() - self.last_flush > 2.0:
-            self.flush()
-
-    def flush(self) -> None:
-        if self.pending:
+        """Write ``rows`` now: a kill after this call loses none of them."""
+        if rows:
             self.segment += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self.segment:05d}.jsonl"
-            write_text(self.dir / name, "".join(json.dumps(r) + "\n" for r in self.pending))
-            self.pending = []
-        self.last_flush = time.monotonic()
+            name = f"{time.time_ns():020d}-{os.getpid()}-{self.segment:06d}.jsonl"
+            write_text(self.dir / name, "".join(json.dumps(r) + "\n" for r in rows))
 
     def compact(self, rows: dict[str, dict[str, Any]]) -> None:
         """Replace all segments by one holding ``rows`` (new segment first, so a kill here loses nothing)."""
-        old = sorted(self.dir.glob("*.jsonl"))
+        old = sorted(self.dir.glob(self.PATTERN))
         keep = self.dir / f"{time.time_ns():020d}-compact.jsonl"
         write_text(keep, "".join(json.dumps(r) + "\n" for r in rows.values()))
         for seg in old:
@@ -180,17 +181,18 @@ def _image_extra(
         "patient": pseudonym(secret, lab.patient_id) if lab else "",
         "site": (lab.site if lab and lab.site else None) or site or "",
         "group": lab.group if lab else "",
-        "input_digest": input_digest([(h.path, h.size, h.mtime_ns)], settings + json.dumps(lab and lab.__repr__())),
+        "input_digest": input_digest([(h.path, h.size, h.mtime_ns)], settings + repr(lab)),
     }
 
 
 def _clean_partials(out_dir: Path) -> None:
     """Remove temp files a killed run may have left (atomic writes never leave anything else)."""
-    for tmp in (out_dir / "volumes").glob(".*.part*"):
-        tmp.unlink(missing_ok=True)
+    for folder in (out_dir / "volumes", out_dir / JOURNAL_DIR):
+        for tmp in folder.glob(".*.part*"):
+            tmp.unlink(missing_ok=True)
 
 
-def _gather(client: Any, futures: list[Any], progress: Progress, task: Any) -> Iterator[Any]:
+def _gather(futures: list[Any], progress: Progress, task: Any) -> Iterator[Any]:
     for fut in as_completed(futures):
         result = fut.result()
         progress.advance(task)
@@ -198,14 +200,85 @@ def _gather(client: Any, futures: list[Any], progress: Progress, task: Any) -> I
         yield result
 
 
+@dataclass
+class _Work:
+    """What discovery and planning leave for conversion, and the rows already known."""
+
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    stacks: list[tuple[StackPlan, str]] = field(default_factory=list)
+    images: list[tuple[ImageFileHeader, dict[str, Any]]] = field(default_factory=list)
+    inputs: dict[str, list[str]] = field(default_factory=dict)  # row key -> keyed hashes of its files
+    unchanged: int = 0
+
+
+def _plan_work(
+    records: list[FileRecord], cfg: IngestConfig, secret: bytes, previous: dict[str, dict[str, Any]], out_dir: Path
+) -> _Work:
+    """Sort scan results into rows known now (rejections, unchanged) and conversions still to run."""
+    settings = _settings(cfg)
+    labels = _load_labels(cfg.labels)
+    policy = Policy(
+        cfg.tilt, cfg.nonuniform_spacing, cfg.spacing_tolerance, cfg.orientation_tolerance, cfg.tilt_tolerance_deg
+    )
+    work = _Work()
+
+    def fresh(key: str, digest: str) -> bool:
+        old = previous.get(key)
+        if old is None or old.get("input_digest") != digest:
+            return False
+        return old["status"] == "rejected" or (out_dir / str(old["output_path"])).exists()
+
+    def hashed(paths: Iterable[str]) -> list[str]:
+        return [pseudonym(secret, p) for p in paths]
+
+    for rej in (r for r in records if isinstance(r, FileRejection)):
+        key = pseudonym(secret, "file|" + str(Path(rej.path).resolve()))
+        digest = input_digest([(rej.path, rej.size, rej.mtime_ns)], settings)
+        work.inputs[key] = hashed([rej.path])
+        if fresh(key, digest):
+            work.rows[key] = previous[key]
+            work.unchanged += 1
+        else:
+            work.rows[key] = file_rejection_row(rej, key, digest)
+    headers = [r for r in records if isinstance(r, DicomHeader)]
+    for plan in plan_stacks(headers, policy, secret, cfg.reject_localizers):
+        digest = input_digest([(h.path, h.size, h.mtime_ns) for h in plan.files], settings)
+        work.inputs[plan.key] = hashed(h.path for h in plan.files)
+        if fresh(plan.key, digest):
+            work.rows[plan.key] = previous[plan.key]
+            work.unchanged += 1
+        elif plan.reason is not None:
+            work.rows[plan.key] = stack_row(plan, cfg.site, digest)
+        else:
+            work.stacks.append((plan, digest))
+    for h in (r for r in records if isinstance(r, ImageFileHeader)):
+        extra = _image_extra(h, labels, secret, settings, cfg.site)
+        work.inputs[extra["series_key"]] = hashed([h.path])
+        if fresh(extra["series_key"], extra["input_digest"]):
+            work.rows[extra["series_key"]] = previous[extra["series_key"]]
+            work.unchanged += 1
+        else:
+            work.images.append((h, extra))
+    # Largest stacks first, so one big series does not start last and hold up the end of the run.
+    work.stacks.sort(key=lambda item: -sum(h.size for h in item[0].files))
+    return work
+
+
+def _merge(previous: dict[str, dict[str, Any]], rows: dict[str, dict[str, Any]], scanned: set[str]) -> dict:
+    """Earlier rows, minus those whose files were scanned again under another key (a fixed file, a series
+    that now splits differently), plus this run's rows."""
+    kept = {k: r for k, r in previous.items() if k in rows or not scanned.intersection(r.get("_inputs", ()))}
+    return {**kept, **rows}
+
+
 def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     """Ingest ``config.ingest.sources`` into ``config.ingest.out``; returns counts and the manifest path."""
     cfg = config.ingest
     console = console or Console(stderr=True)
     if not cfg.sources:
-        raise IngestError("no sources given")
+        raise IngestError("no sources given (SRC arguments or ingest.sources)")
     if cfg.out is None:
-        raise IngestError("no output folder given (--out)")
+        raise IngestError("no output folder given (--out or ingest.out)")
     out_dir = Path(cfg.out)
     missing = [str(s) for s in cfg.sources if not Path(s).exists() and not Path(s).is_symlink()]
     if missing:
@@ -216,15 +289,9 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         raise IngestError(f"cannot create output folder {out_dir}: {exc.strerror}") from exc
     _clean_partials(out_dir)
     secret = resolve_key(cfg.pseudonym_key.get_secret_value() if cfg.pseudonym_key else None, out_dir)
-    labels = _load_labels(cfg.labels)
-    settings = _settings(cfg)
-    policy = Policy(
-        cfg.tilt, cfg.nonuniform_spacing, cfg.spacing_tolerance, cfg.orientation_tolerance, cfg.tilt_tolerance_deg
-    )
+    _load_labels(cfg.labels)  # a bad label CSV fails here, before the cluster starts
     journal = Journal(out_dir)
     previous = journal.load()
-    rows: dict[str, dict[str, Any]] = {}
-    converted = unchanged = 0
     exts = tuple(e.lower() for e in cfg.image_extensions)
 
     with (
@@ -246,67 +313,37 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         chunks = [files[i : i + cfg.files_per_task] for i in range(0, len(files), cfg.files_per_task)]
         scan_task = progress.add_task(f"scan {len(files)} files", total=len(chunks))
         futures = client.map(scan_files, chunks, secret=secret, image_extensions=exts, pure=False)
-        records: list[FileRecord] = [r for batch in _gather(client, futures, progress, scan_task) for r in batch]
+        records: list[FileRecord] = [r for batch in _gather(futures, progress, scan_task) for r in batch]
 
-        headers = [r for r in records if isinstance(r, DicomHeader)]
-        images = [r for r in records if isinstance(r, ImageFileHeader)]
-        for rej in (r for r in records if isinstance(r, FileRejection)):
-            digest = input_digest([(rej.path, rej.size, rej.mtime_ns)], settings)
-            key = pseudonym(secret, "file|" + str(Path(rej.path).resolve()))
-            rows[key] = file_rejection_row(rej, key, digest)
-        plans = plan_stacks(headers, policy, secret, cfg.reject_localizers)
-
-        def fresh(key: str, digest: str) -> bool:
-            old = previous.get(key)
-            if old is None or old.get("input_digest") != digest:
-                return False
-            return old["status"] == "rejected" or (out_dir / str(old["output_path"])).exists()
-
-        todo: list[tuple[StackPlan, str]] = []
-        for plan in plans:
-            digest = input_digest([(h.path, h.size, h.mtime_ns) for h in plan.files], settings)
-            if fresh(plan.key, digest):
-                rows[plan.key] = previous[plan.key]
-                unchanged += 1
-            else:
-                todo.append((plan, digest))
-        image_todo = []
-        for h in images:
-            extra = _image_extra(h, labels, secret, settings, cfg.site)
-            if fresh(extra["series_key"], extra["input_digest"]):
-                rows[extra["series_key"]] = previous[extra["series_key"]]
-                unchanged += 1
-            else:
-                image_todo.append((h, extra))
-
-        # Largest stacks first, so one big series does not start last and hold up the end of the run.
-        todo.sort(key=lambda pd_: -sum(h.size for h in pd_[0].files))
+        work = _plan_work(records, cfg, secret, previous, out_dir)
+        rows = work.rows
+        new_rows = [r for k, r in rows.items() if r is not previous.get(k)]
         conv_futures = [
             client.submit(convert_stack, plan, str(out_dir), cfg.compress, cfg.site, digest, pure=False)
-            for plan, digest in todo
+            for plan, digest in work.stacks
         ]
         conv_futures += [
-            client.submit(convert_images, image_todo[i : i + IMAGES_PER_TASK], str(out_dir), cfg.compress, pure=False)
-            for i in range(0, len(image_todo), IMAGES_PER_TASK)
+            client.submit(convert_images, work.images[i : i + IMAGES_PER_TASK], str(out_dir), cfg.compress, pure=False)
+            for i in range(0, len(work.images), IMAGES_PER_TASK)
         ]
-        conv_task = progress.add_task(f"convert {len(todo)} stacks, {len(image_todo)} images", total=len(conv_futures))
-        for new_rows in _gather(client, conv_futures, progress, conv_task):
-            for row in new_rows:
+        conv_task = progress.add_task(
+            f"convert {len(work.stacks)} stacks, {len(work.images)} images", total=len(conv_futures)
+        )
+        for done in [new_rows, *_gather(conv_futures, progress, conv_task)]:
+            for row in done:
+                row["_inputs"] = work.inputs.get(row["series_key"], [])
                 rows[row["series_key"]] = row
-            journal.add(new_rows)
-            converted += len(new_rows)
-        journal.add([r for r in rows.values() if r["kind"] == "file"])
-        journal.flush()
+            journal.add(done)
+        converted = len(rows) - work.unchanged
 
-        merged = {**previous, **rows}
+        merged = _merge(previous, rows, {pseudonym(secret, p) for p in files})
         manifest_path = out_dir / MANIFEST
         df = write_manifest(merged.values(), manifest_path)
         journal.compact(merged)
         seconds = time.perf_counter() - start
-        current = [rows[k] for k in rows]
-        rejected = Counter(r["reason"] for r in current if r["status"] == "rejected")
-        accepted = sum(r["status"] == "accepted" for r in current)
-        result = IngestResult(manifest_path, len(files), seconds, converted, unchanged, accepted, rejected)
+        rejected = Counter(r["reason"] for r in rows.values() if r["status"] == "rejected")
+        accepted = sum(r["status"] == "accepted" for r in rows.values())
+        result = IngestResult(manifest_path, len(files), seconds, converted, work.unchanged, accepted, rejected)
         tracking.log_metrics(
             {
                 "files": len(files),
@@ -315,7 +352,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
                 "accepted": accepted,
                 "rejected": sum(rejected.values()),
                 "converted": converted,
-                "unchanged": unchanged,
+                "unchanged": work.unchanged,
                 **{f"rejected.{k}": v for k, v in rejected.items()},
             }
         )
