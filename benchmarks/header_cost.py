@@ -5,7 +5,8 @@ medssl's discovery read. Explains where ingest time goes (see RESULTS.md).
 
 Uses the corpus of ``make_corpus.py`` (built if missing). dcm2niix's figure is the wall time of converting
 the copies of one series alone, divided by their files (so it includes its start-up, a few milliseconds).
-If dicomsdl is importable (it is not in the lock), its header read is timed too, for comparison.
+If dicomsdl or GDCM (python-gdcm) is importable (neither is in the lock), their header reads are timed too:
+dicomsdl's ``open``, and GDCM's ``Scanner`` over 20 tags, the tool ITK uses for series discovery.
 """
 
 from __future__ import annotations
@@ -54,6 +55,48 @@ def dcm2niix_ms(files: list[Path]) -> float:
         return (time.perf_counter() - start) / len(files) * 1000
 
 
+def _optional(name: str):
+    try:
+        return __import__(name)
+    except ImportError:
+        return None
+
+
+GDCM_TAGS = [
+    (0x0020, 0x000E),
+    (0x0020, 0x0032),
+    (0x0020, 0x0037),
+    (0x0028, 0x0030),
+    (0x0028, 0x0010),
+    (0x0028, 0x0011),
+    (0x0008, 0x0060),
+    (0x0020, 0x0013),
+    (0x0008, 0x0018),
+    (0x0020, 0x0011),
+    (0x0018, 0x0050),
+    (0x0028, 0x0100),
+    (0x0028, 0x0101),
+    (0x0028, 0x0103),
+    (0x0028, 0x1052),
+    (0x0028, 0x1053),
+    (0x0008, 0x0008),
+    (0x0010, 0x0020),
+    (0x0010, 0x0010),
+    (0x0008, 0x0070),
+]
+
+
+def gdcm_scan_ms(gdcm, files: list[Path]) -> float:
+    scanner = gdcm.Scanner()
+    for tag in GDCM_TAGS:
+        scanner.AddTag(gdcm.Tag(*tag))
+    start = time.perf_counter()
+    scanner.Scan([str(p) for p in files])
+    for p in files:
+        [scanner.GetValue(str(p), gdcm.Tag(*t)) for t in GDCM_TAGS]
+    return (time.perf_counter() - start) / len(files) * 1000
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--copies", type=int, default=8)
@@ -61,15 +104,13 @@ def main() -> None:
     corpus = HERE / "work" / f"corpus-x{args.copies}"
     if not corpus.exists():
         build(corpus, args.copies)
-    try:
-        import dicomsdl
-    except ImportError:
-        dicomsdl = None
+    optional = {name: _optional(name) for name in ("dicomsdl", "gdcm")}
+    extra = [name for name, mod in optional.items() if mod is not None]
     print(
         "| series | files | elements | dcm2niix ms/file | pydicom dcmread+pixel_array ms/file | "
-        "medssl read_header ms/file |" + (" dicomsdl open ms/file |" if dicomsdl else "")
+        "medssl read_header ms/file |" + "".join(f" {n} ms/file |" for n in extra)
     )
-    print("|---|---|---|---|---|---|" + ("---|" if dicomsdl else ""))
+    print("|---|---|---|---|---|---|" + "---|" * len(extra))
     for s, rel in enumerate(SERIES):
         files = sorted(corpus.glob(f"copy*/s{s:02d}/*"))
         files = [p for p in files if p.is_file()]
@@ -82,8 +123,10 @@ def main() -> None:
             f"{per_file_ms(lambda p: pydicom.dcmread(p).pixel_array, files):.2f}",
             f"{per_file_ms(lambda p: read_header(str(p), b'k'), files):.2f}",
         ]
-        if dicomsdl:
-            row.append(f"{per_file_ms(lambda p: dicomsdl.open(str(p)), files):.3f}")
+        if optional["dicomsdl"]:
+            row.append(f"{per_file_ms(lambda p: optional['dicomsdl'].open(str(p)), files):.3f}")
+        if optional["gdcm"]:
+            row.append(f"{gdcm_scan_ms(optional['gdcm'], files):.3f}")
         print("| " + " | ".join(row) + " |", flush=True)
 
 
