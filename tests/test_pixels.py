@@ -44,11 +44,16 @@ def test_monochrome1_is_inverted(ingest, tmp_path):
     assert np.array_equal(ours, expected)
 
 
-@pytest.mark.parametrize("name", ["SC_rgb_rle.dcm", "SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_gdcm.dcm"])
+@pytest.mark.parametrize(
+    "name",
+    # SC_rgb_jpeg.dcm: an implicit-VR pixel element inside an explicit-VR file
+    ["SC_rgb_rle.dcm", "SC_ybr_full_422_uncompressed.dcm", "SC_rgb_jpeg_gdcm.dcm", "SC_rgb_jpeg.dcm"],
+)
 def test_colour_kept_as_rgb_channels(name, ingest, tmp_path):
     src = get_testdata_file(name)
     expected = pydicom.dcmread(src).pixel_array  # pydicom converts YBR to RGB
-    _save(pydicom.dcmread(src), tmp_path / "in" / name)
+    (tmp_path / "in").mkdir()
+    shutil.copy(src, tmp_path / "in" / name)
     _, manifest = ingest(tmp_path / "in")
     row = _single(manifest)
     assert row.dtype == "RGB24"

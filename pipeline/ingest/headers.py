@@ -174,6 +174,7 @@ def _complex_part(image_type: tuple[str, ...]) -> str:
 
 
 DEFLATED = "1.2.840.10008.1.2.1.99"
+PIXEL_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"}
 
 
 def _check_pixel_element(fp, ds: Dataset, size: int, transfer_syntax: str) -> int:
@@ -193,7 +194,9 @@ def _check_pixel_element(fp, ds: Dataset, size: int, transfer_syntax: str) -> in
     group, elem = struct.unpack(order + "HH", head[:4])
     if (group, elem) not in {(0x7FE0, 0x0010), (0x7FE0, 0x0008), (0x7FE0, 0x0009)}:
         raise Rejected(Reason.NOT_AN_IMAGE, "no pixel data element")
-    implicit = ds.original_encoding[0]
+    # Some writers put an implicit-VR element header on the pixel data of an explicit-VR file; pydicom
+    # reads those, so look at the bytes rather than trust the transfer syntax.
+    implicit = ds.original_encoding[0] or head[4:6] not in PIXEL_VRS
     if implicit:
         (length,) = struct.unpack(order + "I", head[4:8])
         value_start = start + 8
