@@ -7,7 +7,7 @@ import pydicom
 from pydicom.pixels import apply_color_lut
 
 from pipeline.ingest.headers import DicomHeader
-from pipeline.ingest.reasons import Reason, Rejected
+from pipeline.ingest.reasons import Reason, Rejected, describe
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 
@@ -57,7 +57,7 @@ def read_planes(header: DicomHeader) -> np.ndarray:
         ds = pydicom.dcmread(header.path)
         arr = ds.pixel_array
     except Exception as exc:  # decoders raise many types for damaged streams
-        raise Rejected(Reason.CORRUPT_FILE, f"pixel data undecodable: {type(exc).__name__}: {exc}"[:200]) from exc
+        raise Rejected(Reason.CORRUPT_FILE, f"pixel data undecodable: {describe(exc, header.path)}") from exc
     if header.photometric == "PALETTE COLOR":
         arr = apply_color_lut(arr, ds)
     if header.n_frames == 1 or arr.ndim == (2 if header.samples == 1 else 3):

@@ -37,4 +37,4 @@ def describe(exc: BaseException, path: str) -> str:
     """One line for a detail column: the error's type and message, with the file's folders cut away
     (library messages quote the full path, and folder names can hold a patient's name)."""
     message = str(exc).replace(path, "<file>").replace(os.path.dirname(path), "<folder>")
-    return f"{type(exc).__name__}: {message}"[:200]
+    return " ".join(f"{type(exc).__name__}: {message}".split())[:200]
