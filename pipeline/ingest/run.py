@@ -367,7 +367,7 @@ def summary_table(result: IngestResult) -> Table:
     table.add_row("accepted", str(result.accepted))
     for reason, n in sorted(result.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(f"rejected: {reason}", str(n))
-    table.add_row("converted this run", str(result.converted))
+    table.add_row("new or changed this run", str(result.converted))
     table.add_row("unchanged (skipped)", str(result.unchanged))
     table.add_row("files scanned", str(result.n_files))
     table.add_row("files/s (scan to manifest)", f"{result.files_per_second:.1f}")
