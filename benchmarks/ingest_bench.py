@@ -34,7 +34,7 @@ ROOT = HERE.parent
 BIN = ROOT / ".venv" / "bin"
 WORK = HERE / "work"
 sys.path.insert(0, str(HERE))
-from make_corpus import SERIES, build  # noqa: E402
+from make_corpus import ANATOMICAL, SERIES, build  # noqa: E402
 
 
 @dataclass
@@ -137,15 +137,19 @@ def main() -> None:
     ap.add_argument("--copies", type=int, default=8, help="copies of each real series in the corpus")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--tools", default="dcm2niix,dicom2nifti,medssl-1,medssl-2")
-    ap.add_argument("--scaling", default="2,8,16", help="corpus sizes (copies) for the memory-scaling table")
+    ap.add_argument(
+        "--scaling", default="2,8,16", help="corpus sizes (copies) for the memory-scaling table ('' for none)"
+    )
+    ap.add_argument("--anatomical", action="store_true", help="corpus of the 256x256 series only (no EPI, mosaics)")
     ap.add_argument("--write-results", action="store_true", help="replace the ingest section of RESULTS.md")
     args = ap.parse_args()
 
-    corpus = WORK / f"corpus-x{args.copies}"
+    series = ANATOMICAL if args.anatomical else SERIES
+    corpus = WORK / f"corpus-{'anat-' if args.anatomical else ''}x{args.copies}"
     if not corpus.exists():
-        build(corpus, args.copies)
+        build(corpus, args.copies, series=series)
     files = [p for p in corpus.rglob("*") if p.is_file()]
-    n_files, n_series = len(files), args.copies * len(SERIES)
+    n_files, n_series = len(files), args.copies * len(series)
     size_mb = sum(p.stat().st_size for p in files) / 2**20
     for p in files:  # warm the page cache so no tool pays the first read
         p.read_bytes()
@@ -170,10 +174,12 @@ def main() -> None:
             )
 
     agree = voxel_agreement(WORK / "out" / "medssl-2-0", WORK / "out" / "dcm2niix-0")
-    report = render(runs, n_files, n_series, size_mb, args, agree) + "\n\n" + memory_scaling(args, env)
+    report = render(runs, n_files, n_series, size_mb, args, agree, series)
+    if args.scaling:
+        report += "\n\n" + memory_scaling(args, env)
     print(report)
     if args.write_results:
-        write_section(HERE / "RESULTS.md", "ingest", report)
+        write_section(HERE / "RESULTS.md", "ingest-anatomical" if args.anatomical else "ingest", report)
 
 
 def _worker_peak(run: Run) -> str:
@@ -183,11 +189,13 @@ def _worker_peak(run: Run) -> str:
     return f"{max(run.peak_rss.values()) / 2**20:.0f}"
 
 
-def render(runs: list[Run], n_files: int, n_series: int, size_mb: float, args, agree: tuple[int, int]) -> str:
+def render(
+    runs: list[Run], n_files: int, n_series: int, size_mb: float, args, agree: tuple[int, int], series: list[str]
+) -> str:
     base = {r.compress: r.median for r in runs if r.tool == "dcm2niix"}
     lines = [
         f"Corpus: {n_files} real DICOM files, {n_series} series, {size_mb:.0f} MB ({args.copies} copies of "
-        f"{len(SERIES)} series from ../shared/data with fresh UIDs; see `make_corpus.py`). Machine: "
+        f"{len(series)} series from ../shared/data with fresh UIDs; see `make_corpus.py`). Machine: "
         f"{psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB, Python "
         f"{platform.python_version()}. Median of {args.repeat} runs, warm page cache.",
         "",

@@ -31,13 +31,17 @@ SERIES = [
 ]
 
 
-def build(out: Path, copies: int, shared: Path = SHARED) -> int:
+# Without the EPI and mosaic series: 256x256 slices only, many small series.
+ANATOMICAL = [s for s in SERIES if s.startswith("dicom2nifti_testdata/")]
+
+
+def build(out: Path, copies: int, shared: Path = SHARED, series: list[str] = SERIES) -> int:
     if out.exists():
         shutil.rmtree(out)
     n = 0
     for c in range(copies):
-        for s, rel in enumerate(SERIES):
-            study, series = generate_uid(), generate_uid()
+        for s, rel in enumerate(series):
+            study, series_uid = generate_uid(), generate_uid()
             dst = out / f"copy{c:03d}" / f"s{s:02d}"
             dst.mkdir(parents=True)
             for src in sorted((shared / rel).iterdir()):
@@ -45,7 +49,7 @@ def build(out: Path, copies: int, shared: Path = SHARED) -> int:
                     ds = pydicom.dcmread(src)
                 except pydicom.errors.InvalidDicomError:
                     continue
-                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+                ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series_uid
                 ds.SOPInstanceUID = generate_uid()
                 ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
                 ds.PatientID = f"BENCH{c:04d}"
@@ -58,5 +62,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path)
     ap.add_argument("--copies", type=int, default=8)
+    ap.add_argument("--anatomical", action="store_true", help="only the 256x256 series (no EPI, no mosaics)")
     args = ap.parse_args()
-    print(f"{build(args.out, args.copies)} files in {args.out}")
+    print(f"{build(args.out, args.copies, series=ANATOMICAL if args.anatomical else SERIES)} files in {args.out}")
