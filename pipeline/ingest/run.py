@@ -212,11 +212,15 @@ class _Work:
 
 
 def _plan_work(
-    records: list[FileRecord], cfg: IngestConfig, secret: bytes, previous: dict[str, dict[str, Any]], out_dir: Path
+    records: list[FileRecord],
+    cfg: IngestConfig,
+    secret: bytes,
+    labels: dict[str, LabelRow],
+    previous: dict[str, dict[str, Any]],
+    out_dir: Path,
 ) -> _Work:
     """Sort scan results into rows known now (rejections, unchanged) and conversions still to run."""
     settings = _settings(cfg)
-    labels = _load_labels(cfg.labels)
     policy = Policy(
         cfg.tilt, cfg.nonuniform_spacing, cfg.spacing_tolerance, cfg.orientation_tolerance, cfg.tilt_tolerance_deg
     )
@@ -289,7 +293,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         raise IngestError(f"cannot create output folder {out_dir}: {exc.strerror}") from exc
     _clean_partials(out_dir)
     secret = resolve_key(cfg.pseudonym_key.get_secret_value() if cfg.pseudonym_key else None, out_dir)
-    _load_labels(cfg.labels)  # a bad label CSV fails here, before the cluster starts
+    labels = _load_labels(cfg.labels)  # a bad label CSV fails here, before the cluster starts
     journal = Journal(out_dir)
     previous = journal.load()
     exts = tuple(e.lower() for e in cfg.image_extensions)
@@ -315,7 +319,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         futures = client.map(scan_files, chunks, secret=secret, image_extensions=exts, pure=False)
         records: list[FileRecord] = [r for batch in _gather(futures, progress, scan_task) for r in batch]
 
-        work = _plan_work(records, cfg, secret, previous, out_dir)
+        work = _plan_work(records, cfg, secret, labels, previous, out_dir)
         rows = work.rows
         new_rows = [r for k, r in rows.items() if r is not previous.get(k)]
         conv_futures = [
