@@ -1,15 +1,17 @@
 # Two commands on a fresh machine: `make test` and `make demo`. Both create .venv and install the lock first.
 PYTHON ?= python3
 VENV := .venv
+# The machine's local wheels: torch's CPU build lies there (the index only has multi-GB CUDA builds).
+WHEELS ?= /opt/wheels
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test lint demo bench clean
+.PHONY: install test lint demo bench clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==0.13.8
-	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode -r requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --compile-bytecode --find-links $(WHEELS) -r requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	rm -f $(VENV)/.installed-* && touch $(STAMP)
 
@@ -30,6 +32,10 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py
+
+lock:
+	$(BIN)/uv pip compile pyproject.toml --extra bench --extra dev --find-links $(WHEELS) -o requirements.lock \
+		--python $(BIN)/python
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

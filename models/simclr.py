@@ -1,0 +1,39 @@
+"""SimCLR: two augmented views of each image, pulled together against every other image in the batch.
+
+The loss is MONAI's ``ContrastiveLoss`` (NT-Xent). Chen et al., "A Simple Framework for Contrastive
+Learning of Visual Representations", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import torch
+from monai.losses import ContrastiveLoss
+from torch import nn
+
+from models.heads import projection_mlp
+
+
+class SimCLR(nn.Module):
+    """Encoder + projection head; ``forward(view_a, view_b)`` returns the NT-Xent loss of the batch."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        proj_hidden: int = 512,
+        proj_dim: int = 128,
+        temperature: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.projector = projection_mlp(feature_dim, proj_hidden, proj_dim)
+        self.loss = ContrastiveLoss(temperature=temperature)
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+        z_a = self.projector(self.encoder(view_a))
+        z_b = self.projector(self.encoder(view_b))
+        return self.loss(z_a, z_b)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Features for downstream use: the encoder's output, before the projection head."""
+        return self.encoder(images)
