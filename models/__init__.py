@@ -3,8 +3,10 @@
 ``METHODS`` maps a method name from a config to its class, as solo-learn's registry does.
 """
 
+from models.dino import DINO
+from models.moco import MoCo
 from models.simclr import SimCLR
 
-METHODS = {"simclr": SimCLR}
+METHODS = {"simclr": SimCLR, "moco": MoCo, "dino": DINO}
 
-__all__ = ["METHODS", "SimCLR"]
+__all__ = ["DINO", "METHODS", "MoCo", "SimCLR"]

@@ -34,6 +34,9 @@ class SimCLR(nn.Module):
         z_b = self.projector(self.encoder(view_b))
         return self.loss(z_a, z_b)
 
+    def after_step(self) -> None:
+        """Nothing to update outside the optimiser (the momentum methods move their target here)."""
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Features for downstream use: the encoder's output, before the projection head."""
         return self.encoder(images)

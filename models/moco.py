@@ -1,0 +1,57 @@
+"""MoCo v2: a momentum key encoder and a queue of past keys as negatives.
+
+He et al., "Momentum Contrast for Unsupervised Visual Representation Learning", CVPR 2020; Chen et al.,
+"Improved Baselines with Momentum Contrastive Learning" (v2: MLP head, stronger augmentation), 2020.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.heads import projection_mlp
+from models.momentum import MomentumPair
+
+
+def info_nce(query: torch.Tensor, key: torch.Tensor, negatives: torch.Tensor, temperature: float) -> torch.Tensor:
+    """InfoNCE with one positive (``key``) per query and a shared bank of ``negatives``; inputs L2-normalised."""
+    positive = (query * key).sum(dim=1, keepdim=True)
+    negative = query @ negatives.T
+    logits = torch.cat([positive, negative], dim=1) / temperature
+    return F.cross_entropy(logits, torch.zeros(len(query), dtype=torch.long, device=query.device))
+
+
+class MoCo(MomentumPair):
+    """``forward(view_a, view_b)`` returns the loss and pushes the batch's keys into the queue."""
+
+    def __init__(
+        self,
+        encoder: nn.Module,
+        feature_dim: int,
+        proj_hidden: int = 512,
+        proj_dim: int = 128,
+        queue_size: int = 4096,
+        temperature: float = 0.2,
+        momentum: float = 0.99,
+    ) -> None:
+        super().__init__(encoder, projection_mlp(feature_dim, proj_hidden, proj_dim), momentum)
+        self.temperature = temperature
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, proj_dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros((), dtype=torch.long))
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+        query = F.normalize(self.online(view_a), dim=1)
+        with torch.no_grad():
+            key = F.normalize(self.target(view_b), dim=1)
+        loss = info_nce(query, key, self.queue.clone().detach(), self.temperature)
+        self._enqueue(key)
+        return loss
+
+    @torch.no_grad()
+    def _enqueue(self, keys: torch.Tensor) -> None:
+        n, size = len(keys), len(self.queue)
+        start = int(self.queue_ptr)
+        index = (torch.arange(n, device=keys.device) + start) % size
+        self.queue[index] = keys
+        self.queue_ptr.fill_((start + n) % size)

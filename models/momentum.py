@@ -1,0 +1,41 @@
+"""The momentum machinery shared by MoCo and DINO: an online network and its slowly moving copy.
+
+The target (key encoder in MoCo, teacher in DINO) is never trained by gradients; after each optimiser step
+it moves towards the online network by an exponential moving average of the weights.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+class MomentumPair(nn.Module):
+    """``online`` = encoder followed by a head; ``target`` = its EMA copy, frozen for the optimiser."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module, momentum: float) -> None:
+        super().__init__()
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"momentum must be in [0, 1), got {momentum}")
+        self.online = nn.Sequential(encoder, head)
+        self.target = copy.deepcopy(self.online)
+        self.target.requires_grad_(False)
+        self.momentum = momentum
+
+    @property
+    def encoder(self) -> nn.Module:
+        return self.online[0]
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        """Move the target towards the online weights; copy running statistics (BatchNorm) as they are."""
+        for t, o in zip(self.target.parameters(), self.online.parameters(), strict=True):
+            t.mul_(self.momentum).add_(o.detach(), alpha=1.0 - self.momentum)
+        for t, o in zip(self.target.buffers(), self.online.buffers(), strict=True):
+            t.copy_(o)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Features for downstream use: the online encoder's output, before any head."""
+        return self.encoder(images)
