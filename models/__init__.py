@@ -4,9 +4,11 @@
 """
 
 from models.dino import DINO
+from models.mae import MAE
 from models.moco import MoCo
 from models.simclr import SimCLR
 
-METHODS = {"simclr": SimCLR, "moco": MoCo, "dino": DINO}
+# Contrastive and distillation methods take an encoder from models.encoders; MAE builds its own ViT.
+METHODS = {"simclr": SimCLR, "moco": MoCo, "dino": DINO, "mae": MAE}
 
-__all__ = ["DINO", "METHODS", "MoCo", "SimCLR"]
+__all__ = ["DINO", "MAE", "METHODS", "MoCo", "SimCLR"]

@@ -1,0 +1,86 @@
+"""Masked image modelling, MAE-style: hide most patches, reconstruct their pixels from the rest.
+
+He et al., "Masked Autoencoders Are Scalable Vision Learners", CVPR 2022. The network is MONAI's
+``MaskedAutoEncoderViT`` (2D or 3D); this module adds the patch targets, the loss on masked patches only,
+and the embedding used downstream.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from einops import rearrange
+from monai.networks.nets import MaskedAutoEncoderViT
+from torch import nn
+
+
+def patchify(images: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
+    """(B, C, *spatial) -> (B, patches, voxels per patch), patches in the order the ViT embeds them."""
+    if images.ndim == 4:
+        p1, p2 = patch_size
+        return rearrange(images, "b c (h p1) (w p2) -> b (h w) (p1 p2 c)", p1=p1, p2=p2)
+    p1, p2, p3 = patch_size
+    return rearrange(images, "b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)", p1=p1, p2=p2, p3=p3)
+
+
+class MAE(nn.Module):
+    """``forward(view_a, view_b)`` reconstructs the masked patches of both views; returns the mean MSE."""
+
+    def __init__(
+        self,
+        img_size: Sequence[int],
+        patch_size: Sequence[int],
+        in_channels: int = 1,
+        hidden_size: int = 384,
+        mlp_dim: int = 1536,
+        num_layers: int = 6,
+        num_heads: int = 6,
+        decoder_hidden_size: int = 192,
+        decoder_mlp_dim: int = 768,
+        decoder_num_layers: int = 2,
+        decoder_num_heads: int = 6,
+        masking_ratio: float = 0.75,
+        norm_pix_loss: bool = True,
+    ) -> None:
+        super().__init__()
+        self.patch_size = tuple(patch_size)
+        self.norm_pix_loss = norm_pix_loss
+        self.net = MaskedAutoEncoderViT(
+            in_channels=in_channels,
+            img_size=img_size,
+            patch_size=patch_size,
+            hidden_size=hidden_size,
+            mlp_dim=mlp_dim,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            masking_ratio=masking_ratio,
+            decoder_hidden_size=decoder_hidden_size,
+            decoder_mlp_dim=decoder_mlp_dim,
+            decoder_num_layers=decoder_num_layers,
+            decoder_num_heads=decoder_num_heads,
+            spatial_dims=len(patch_size),
+        )
+        self.feature_dim = hidden_size
+
+    def reconstruction_loss(self, images: torch.Tensor) -> torch.Tensor:
+        predicted, mask = self.net(images)
+        target = patchify(images, self.patch_size)
+        if self.norm_pix_loss:  # per-patch normalised targets, as the MAE paper's best setting
+            mean, var = target.mean(dim=-1, keepdim=True), target.var(dim=-1, keepdim=True)
+            target = (target - mean) / (var + 1e-6).sqrt()
+        per_patch = ((predicted - target) ** 2).mean(dim=-1)
+        return (per_patch * mask).sum() / mask.sum().clamp_min(1)
+
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+        return 0.5 * (self.reconstruction_loss(view_a) + self.reconstruction_loss(view_b))
+
+    def after_step(self) -> None:
+        """Nothing outside the optimiser to update."""
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Mean of the encoder's patch tokens over the whole, unmasked image."""
+        tokens = self.net.patch_embedding(images)
+        cls = self.net.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = self.net.blocks(torch.cat((cls, tokens), dim=1))
+        return tokens[:, 1:].mean(dim=1)
