@@ -66,3 +66,12 @@ def ingest(tmp_path: Path, dask_scheduler: str) -> Ingest:
         return result, pd.read_parquet(result.manifest)
 
     return run
+
+
+@pytest.fixture(scope="session")
+def sample_manifest(tmp_path_factory, dask_scheduler):
+    """The bundled sample ingested once per session: (output folder, accepted manifest rows)."""
+    out = tmp_path_factory.mktemp("ingested")
+    result = run_ingest(make_config([SAMPLE], out, dask_scheduler), Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    manifest = pd.read_parquet(result.manifest)
+    return out, manifest[manifest.status == "accepted"]

@@ -3,26 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
-from conftest import SAMPLE
 
 from pipeline.pretrain.volumes import load_volume, normalise
-
-
-@pytest.fixture(scope="module")
-def sample_manifest(tmp_path_factory, dask_scheduler):
-    import os
-
-    import pandas as pd
-    from conftest import make_config
-    from rich.console import Console
-
-    from pipeline.ingest import run_ingest
-
-    out = tmp_path_factory.mktemp("ingested")
-    result = run_ingest(make_config([SAMPLE], out, dask_scheduler), Console(file=open(os.devnull, "w")))  # noqa: SIM115
-    manifest = pd.read_parquet(result.manifest)
-    return out, manifest[manifest.status == "accepted"]
 
 
 def _row(manifest, predicate):
