@@ -24,6 +24,18 @@ def patchify(images: torch.Tensor, patch_size: Sequence[int]) -> torch.Tensor:
     return rearrange(images, "b c (h p1) (w p2) (d p3) -> b (h w d) (p1 p2 p3 c)", p1=p1, p2=p2, p3=p3)
 
 
+VIT_DEFAULTS = {
+    "hidden_size": 384,
+    "mlp_dim": 1536,
+    "num_layers": 6,
+    "num_heads": 6,
+    "decoder_hidden_size": 192,
+    "decoder_mlp_dim": 768,
+    "decoder_num_layers": 2,
+    "decoder_num_heads": 6,
+}
+
+
 class MAE(nn.Module):
     """``forward(view_a, view_b)`` reconstructs the masked patches of both views; returns the mean MSE."""
 
@@ -32,36 +44,25 @@ class MAE(nn.Module):
         img_size: Sequence[int],
         patch_size: Sequence[int],
         in_channels: int = 1,
-        hidden_size: int = 384,
-        mlp_dim: int = 1536,
-        num_layers: int = 6,
-        num_heads: int = 6,
-        decoder_hidden_size: int = 192,
-        decoder_mlp_dim: int = 768,
-        decoder_num_layers: int = 2,
-        decoder_num_heads: int = 6,
         masking_ratio: float = 0.75,
         norm_pix_loss: bool = True,
+        **vit: int,
     ) -> None:
+        """``vit`` sizes the network (``hidden_size``, ``num_layers``, ``decoder_*`` ...); unset keys take
+        ``VIT_DEFAULTS``, a ViT-S-like encoder with a light decoder."""
         super().__init__()
         self.patch_size = tuple(patch_size)
         self.norm_pix_loss = norm_pix_loss
+        sizes = {**VIT_DEFAULTS, **vit}
         self.net = MaskedAutoEncoderViT(
             in_channels=in_channels,
             img_size=img_size,
             patch_size=patch_size,
-            hidden_size=hidden_size,
-            mlp_dim=mlp_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
             masking_ratio=masking_ratio,
-            decoder_hidden_size=decoder_hidden_size,
-            decoder_mlp_dim=decoder_mlp_dim,
-            decoder_num_layers=decoder_num_layers,
-            decoder_num_heads=decoder_num_heads,
             spatial_dims=len(patch_size),
+            **sizes,
         )
-        self.feature_dim = hidden_size
+        self.feature_dim = sizes["hidden_size"]
 
     def reconstruction_loss(self, images: torch.Tensor) -> torch.Tensor:
         predicted, mask = self.net(images)

@@ -502,17 +502,23 @@ def _temporal(ds: Mapping[str, Any] | Dataset, frame: int) -> tuple[float, ...]:
     )
 
 
+def _image_rescale(v: Mapping[str, Any] | Dataset, ds: Dataset) -> tuple[float, float]:
+    """The image-level rescale (1, 0 when absent), Philips precise where it applies (``ds`` for its private tag)."""
+    slope = _float(v.get("RescaleSlope"), 1.0) or 1.0
+    return _rescale(ds, slope, _float(v.get("RescaleIntercept"), 0.0), str(v.get("Manufacturer", "")))
+
+
+def _slice_step(v: Mapping[str, Any] | Dataset) -> float:
+    """Distance between frames stacked by a header rule rather than by per-frame positions."""
+    return _float(v.get("SpacingBetweenSlices")) or _float(v.get("SliceThickness")) or 1.0
+
+
 def _classic_frames(v: Mapping[str, Any], ds: Dataset, n_frames: int, planar: bool) -> list[Frame]:
     """Frames of a classic image from its element values ``v`` (``ds`` only for private elements)."""
     ipp = _vec(v.get("ImagePositionPatient"), 3)
     iop = _vec(v.get("ImageOrientationPatient"), 6)
     spacing = _pixel_spacing(v) or (1.0, 1.0)
-    slope, intercept = _rescale(
-        ds,
-        _float(v.get("RescaleSlope"), 1.0) or 1.0,
-        _float(v.get("RescaleIntercept"), 0.0),
-        str(v.get("Manufacturer", "")),
-    )
+    slope, intercept = _image_rescale(v, ds)
     if planar or ipp is None or iop is None:
         # No patient geometry: a planar image (or cine) laid out on a default axial grid.
         return [
@@ -522,7 +528,7 @@ def _classic_frames(v: Mapping[str, Any], ds: Dataset, n_frames: int, planar: bo
     if n_frames == 1:
         return [Frame(0, ipp, iop, spacing, slope, intercept, _temporal(v, 0))]
     # Legacy multi-frame without per-frame groups: frames are slices SpacingBetweenSlices apart.
-    step = _float(v.get("SpacingBetweenSlices")) or _float(v.get("SliceThickness")) or 1.0
+    step = _slice_step(v)
     normal = np.cross(iop[:3], iop[3:])
     return [
         Frame(
@@ -553,13 +559,8 @@ def _mosaic_frames(ds: Dataset) -> tuple[int, list[Frame]] | None:
     origin = np.array(ipp) + row_dir * spacing[1] * (cols - tile_c) / 2 + col_dir * spacing[0] * (rows - tile_r) / 2
     if normal is None:
         normal = np.cross(row_dir, col_dir)
-    step = _float(ds.get("SpacingBetweenSlices")) or _float(ds.get("SliceThickness")) or 1.0
-    slope, intercept = _rescale(
-        ds,
-        _float(ds.get("RescaleSlope"), 1.0) or 1.0,
-        _float(ds.get("RescaleIntercept"), 0.0),
-        str(ds.get("Manufacturer", "")),
-    )
+    step = _slice_step(ds)
+    slope, intercept = _image_rescale(ds, ds)
     frames = [
         Frame(
             k,
