@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.distributed import mean_across_ranks
 from models.momentum import MomentumPair
 
 
@@ -43,14 +44,25 @@ class DINO(MomentumPair):
         head_hidden: int = 512,
         bottleneck_dim: int = 128,
         out_dim: int = 1024,
-        teacher_temp: float = 0.04,
+        teacher_temp: float = 0.07,
+        warmup_teacher_temp: float = 0.04,
+        warmup_fraction: float = 0.3,
         student_temp: float = 0.1,
         center_momentum: float = 0.9,
         momentum: float = 0.996,
     ) -> None:
         super().__init__(encoder, DinoHead(feature_dim, head_hidden, bottleneck_dim, out_dim), momentum)
-        self.teacher_temp, self.student_temp, self.center_momentum = teacher_temp, student_temp, center_momentum
+        self.final_teacher_temp, self.warmup_teacher_temp = teacher_temp, warmup_teacher_temp
+        self.warmup_fraction, self.teacher_temp = warmup_fraction, warmup_teacher_temp
+        self.student_temp, self.center_momentum = student_temp, center_momentum
         self.register_buffer("center", torch.zeros(1, out_dim))
+
+    def set_progress(self, fraction: float) -> None:
+        """Momentum schedule, and the teacher temperature's linear warm-up: a cold teacher early keeps
+        centring from flattening its output before the student has learned anything."""
+        super().set_progress(fraction)
+        ramp = min(1.0, fraction / self.warmup_fraction) if self.warmup_fraction > 0 else 1.0
+        self.teacher_temp = self.warmup_teacher_temp + ramp * (self.final_teacher_temp - self.warmup_teacher_temp)
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
         student_a, student_b = self.online(view_a), self.online(view_b)
@@ -66,4 +78,5 @@ class DINO(MomentumPair):
 
     @torch.no_grad()
     def _update_center(self, teacher: torch.Tensor) -> None:
-        self.center.mul_(self.center_momentum).add_(teacher.mean(dim=0, keepdim=True), alpha=1 - self.center_momentum)
+        batch_mean = mean_across_ranks(teacher.mean(dim=0, keepdim=True))
+        self.center.mul_(self.center_momentum).add_(batch_mean, alpha=1 - self.center_momentum)

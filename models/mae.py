@@ -36,6 +36,24 @@ VIT_DEFAULTS = {
 }
 
 
+class ViTEncoder(nn.Module):
+    """The encoder half of a ``MaskedAutoEncoderViT``, unmasked: images -> mean of the patch tokens.
+
+    It shares its modules with the autoencoder, so it is a view of the weights being trained, and the
+    module that goes downstream once the decoder is dropped.
+    """
+
+    def __init__(self, net: MaskedAutoEncoderViT) -> None:
+        super().__init__()
+        self.patch_embedding, self.blocks, self.cls_token = net.patch_embedding, net.blocks, net.cls_token
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        tokens = self.patch_embedding(images)
+        cls = self.cls_token.expand(tokens.shape[0], -1, -1)
+        tokens = self.blocks(torch.cat((cls, tokens), dim=1))
+        return tokens[:, 1:].mean(dim=1)
+
+
 class MAE(nn.Module):
     """``forward(view_a, view_b)`` reconstructs the masked patches of both views; returns the mean MSE."""
 
@@ -76,12 +94,16 @@ class MAE(nn.Module):
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
         return 0.5 * (self.reconstruction_loss(view_a) + self.reconstruction_loss(view_b))
 
+    def set_progress(self, fraction: float) -> None:
+        """No schedule: the masking ratio stays fixed."""
+
     def after_step(self) -> None:
         """Nothing outside the optimiser to update."""
 
+    @property
+    def encoder(self) -> ViTEncoder:
+        return ViTEncoder(self.net)
+
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Mean of the encoder's patch tokens over the whole, unmasked image."""
-        tokens = self.net.patch_embedding(images)
-        cls = self.net.cls_token.expand(tokens.shape[0], -1, -1)
-        tokens = self.net.blocks(torch.cat((cls, tokens), dim=1))
-        return tokens[:, 1:].mean(dim=1)
+        return self.encoder(images)

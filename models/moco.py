@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.distributed import gather_with_grad
 from models.heads import projection_mlp
 from models.momentum import MomentumPair
 
@@ -45,7 +46,7 @@ class MoCo(MomentumPair):
         with torch.no_grad():
             key = F.normalize(self.target(view_b), dim=1)
         loss = info_nce(query, key, self.queue.clone().detach(), self.temperature)
-        self._enqueue(key)
+        self._enqueue(gather_with_grad(key))  # every rank's keys, so all ranks hold the same queue
         return loss
 
     @torch.no_grad()

@@ -1,12 +1,14 @@
 """The momentum machinery shared by MoCo and DINO: an online network and its slowly moving copy.
 
 The target (key encoder in MoCo, teacher in DINO) is never trained by gradients; after each optimiser step
-it moves towards the online network by an exponential moving average of the weights.
+it moves towards the online network by an exponential moving average of the weights, whose momentum rises
+from its base value to 1 along a half cosine over training (BYOL, DINO).
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
@@ -22,7 +24,11 @@ class MomentumPair(nn.Module):
         self.online = nn.Sequential(encoder, head)
         self.target = copy.deepcopy(self.online)
         self.target.requires_grad_(False)
-        self.momentum = momentum
+        self.base_momentum = self.momentum = momentum
+
+    def set_progress(self, fraction: float) -> None:
+        """``fraction`` of training done, in [0, 1]: anneal the momentum towards 1."""
+        self.momentum = 1.0 - (1.0 - self.base_momentum) * (math.cos(math.pi * fraction) + 1.0) / 2.0
 
     @property
     def encoder(self) -> nn.Module:

@@ -10,6 +10,7 @@ import torch
 from monai.losses import ContrastiveLoss
 from torch import nn
 
+from models.distributed import gather_with_grad
 from models.heads import projection_mlp
 
 
@@ -30,9 +31,12 @@ class SimCLR(nn.Module):
         self.loss = ContrastiveLoss(temperature=temperature)
 
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
-        z_a = self.projector(self.encoder(view_a))
-        z_b = self.projector(self.encoder(view_b))
+        z_a = gather_with_grad(self.projector(self.encoder(view_a)))  # other ranks' images are negatives too
+        z_b = gather_with_grad(self.projector(self.encoder(view_b)))
         return self.loss(z_a, z_b)
+
+    def set_progress(self, fraction: float) -> None:
+        """No schedule of its own (the momentum methods anneal theirs here)."""
 
     def after_step(self) -> None:
         """Nothing to update outside the optimiser (the momentum methods move their target here)."""

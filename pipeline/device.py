@@ -1,8 +1,7 @@
 """The one place that resolves devices: CPU or CUDA, mixed precision, and DistributedDataParallel ranks.
 
 ``torchrun`` announces a distributed run through RANK / LOCAL_RANK / WORLD_SIZE; without them the run is
-a single process. Contrastive methods need every rank's embeddings as negatives: ``gather_with_grad``
-collects them while keeping the local part differentiable.
+a single process. The cross-rank gathers the losses need live with them, in ``models.distributed``.
 """
 
 from __future__ import annotations
@@ -51,13 +50,3 @@ def init_distributed(setup: DeviceSetup) -> None:
     """Join the process group torchrun prepared (NCCL on GPU, Gloo on CPU); a no-op for one process."""
     if setup.distributed and not dist.is_initialized():
         dist.init_process_group("nccl" if setup.device.type == "cuda" else "gloo")
-
-
-def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """All ranks' rows, in rank order; gradients flow back into this rank's own rows only."""
-    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return local
-    parts = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(parts, local.detach())
-    parts[dist.get_rank()] = local
-    return torch.cat(parts)

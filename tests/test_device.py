@@ -9,7 +9,8 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from pipeline.device import gather_with_grad, init_distributed, resolve
+from models.distributed import gather_with_grad, mean_across_ranks
+from pipeline.device import init_distributed, resolve
 
 
 def test_auto_is_cpu_without_amp_here(monkeypatch):
@@ -38,7 +39,8 @@ def _worker(rank: int, world_size: int, port: int, results) -> None:
     local = torch.full((2, 3), float(rank + 1), requires_grad=True)
     gathered = gather_with_grad(local)
     gathered.sum().backward()
-    results[rank] = (gathered.detach().tolist(), local.grad.tolist())
+    mean = mean_across_ranks(torch.full((3,), float(rank)))
+    results[rank] = (gathered.detach().tolist(), local.grad.tolist(), mean.tolist())
     dist.destroy_process_group()
 
 
@@ -50,6 +52,7 @@ def test_gather_across_two_real_ranks():
     results = manager.dict()
     mp.spawn(_worker, args=(2, port, results), nprocs=2, join=True)
     for rank in (0, 1):
-        gathered, grad = results[rank]
+        gathered, grad, mean = results[rank]
         assert gathered == [[1.0] * 3] * 2 + [[2.0] * 3] * 2  # rank order, every rank sees all rows
         assert grad == [[1.0] * 3] * 2  # gradient reaches the local rows
+        assert mean == [0.5] * 3

@@ -46,7 +46,14 @@ def _cxr_batch() -> torch.Tensor:
 SMALL_HEADS = {
     "simclr": {"proj_hidden": 64, "proj_dim": 32, "temperature": 0.2},
     "moco": {"proj_hidden": 64, "proj_dim": 32, "queue_size": 48, "temperature": 0.2, "momentum": 0.9},
-    "dino": {"head_hidden": 64, "bottleneck_dim": 32, "out_dim": 64, "teacher_temp": 0.07, "momentum": 0.99},
+    "dino": {
+        "head_hidden": 64,
+        "bottleneck_dim": 32,
+        "out_dim": 64,
+        "teacher_temp": 0.07,
+        "warmup_teacher_temp": 0.07,
+        "momentum": 0.99,
+    },
 }
 # Sizes divisible by 4 and 6: MONAI's sin-cos position embedding needs that in 2D and in 3D.
 TINY_VIT = {
@@ -154,3 +161,22 @@ def test_momentum_target_follows_online_slowly():
     model.after_step()
     assert torch.allclose(target, 0.9 * before + 0.1 * online)
     assert not target.requires_grad
+
+
+def test_schedules_anneal_momentum_and_warm_the_teacher():
+    encoder, dim = build_encoder(spatial_dims=2, **TINY)
+    model = METHODS["dino"](encoder, dim, out_dim=64, teacher_temp=0.07, warmup_teacher_temp=0.04, momentum=0.9)
+    assert model.teacher_temp == 0.04 and model.momentum == 0.9
+    model.set_progress(0.15)  # half-way through a warm-up of 0.3 of training
+    assert model.teacher_temp == pytest.approx(0.055)
+    model.set_progress(1.0)
+    assert model.teacher_temp == pytest.approx(0.07) and model.momentum == pytest.approx(1.0)
+
+
+def test_mae_encoder_is_a_view_of_the_trained_weights():
+    model, _ = _build("mae")
+    encoder = model.encoder
+    assert sum(p.numel() for p in encoder.parameters()) < sum(p.numel() for p in model.parameters())
+    with torch.no_grad():
+        model.net.cls_token.add_(1.0)
+    assert torch.equal(encoder.cls_token, model.net.cls_token)
