@@ -86,5 +86,53 @@ def ingest(
         console.print(f"Nothing new to convert: all {result.unchanged} series/images are up to date.")
 
 
+@app.command()
+def pretrain(
+    manifest: Annotated[
+        Path | None,
+        typer.Option("--manifest", "-m", help="Ingest manifest.parquet to train on (or pretrain.manifest)."),
+    ] = None,
+    method: Annotated[str | None, typer.Option(help="simclr, moco, dino or mae.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for checkpoints and the encoder (default: beside it).")
+    ] = None,
+    spatial_dims: Annotated[
+        int | None, typer.Option("--spatial-dims", help="2: images and volume slices; 3: volume patches.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Passes over the data.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", help="Images per step (per process).")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu or cuda.")] = None,
+    name: Annotated[str | None, typer.Option(help="Registry name prefix: <name>-encoder.")] = None,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Self-supervised pretraining of an encoder on the manifest's accepted (unlabeled) scans.
+
+    Saves encoder.pt, logs the run to MLflow and registers <name>-encoder. A killed run resumes from its
+    last epoch; a finished one with the same settings and data is not run again. Under torchrun each
+    process takes one GPU (DistributedDataParallel).
+    """
+    from pipeline.pretrain.rows import PretrainDataError
+    from pipeline.pretrain.run import run_pretrain, summary_table
+
+    overrides = {
+        "pretrain.manifest": str(manifest) if manifest else None,
+        "pretrain.method": method,
+        "pretrain.out": str(out) if out else None,
+        "pretrain.spatial_dims": spatial_dims,
+        "pretrain.epochs": epochs,
+        "pretrain.batch_size": batch_size,
+        "pretrain.device": device,
+        "pretrain.name": name,
+        "tracking.enabled": False if no_tracking else None,
+    }
+    try:
+        cfg = load_config(config, overrides)
+        result = run_pretrain(cfg, console)
+    except (ConfigError, PretrainDataError) as exc:
+        raise _fail(str(exc)) from None
+    console.print(summary_table(result))
+
+
 if __name__ == "__main__":
     app()

@@ -50,10 +50,54 @@ class IngestConfig(_Strict):
     image_extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg"])
 
 
+Method = Literal["simclr", "moco", "dino", "mae"]
+
+
+class EncoderConfig(_Strict):
+    widths: list[int] = Field(default_factory=lambda: [64, 128, 256, 512], min_length=1)
+    layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
+
+
+class MonitorConfig(_Strict):
+    bank: Path | None = None
+    query: Path | None = None
+    query_fraction: float = Field(default=0.3, gt=0, lt=1)
+    every: int = Field(default=5, ge=0)
+    k: int = Field(default=20, ge=1)
+
+
+class PretrainConfig(_Strict):
+    manifest: Path | None = None
+    out: Path | None = None
+    method: Method = "simclr"
+    spatial_dims: Literal[2, 3] = 2
+    size: int = Field(default=64, ge=8)
+    volume_side: int = Field(default=128, ge=8)
+    slices_per_volume: int = Field(default=8, ge=0)
+    epochs: int = Field(default=100, ge=1)
+    batch_size: int = Field(default=64, ge=2)
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=0.05, ge=0)
+    warmup_epochs: int = Field(default=5, ge=0)
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    cache_rate: float = Field(default=1.0, ge=0, le=1)
+    cache_workers: int = Field(default=1, ge=1)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    patch_size: int = Field(default=8, ge=1)
+    vit: dict[str, int] = Field(default_factory=dict)
+    options: dict[Method, dict[str, float | int | bool]] = Field(default_factory=dict)
+    monitor: MonitorConfig = Field(default_factory=MonitorConfig)
+    name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    register: bool = True
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
 
 
 class ConfigError(ValueError):

@@ -21,8 +21,13 @@ def tracking_uri(cfg: TrackingConfig) -> str:
 
 
 @contextlib.contextmanager
-def stage_run(config: Config, stage: str, tags: dict[str, str] | None = None) -> Iterator[Any]:
-    """Open an MLflow run for one stage, with the resolved config as params; yields None when disabled."""
+def stage_run(
+    config: Config, stage: str, tags: dict[str, str] | None = None, run_id: str | None = None
+) -> Iterator[Any]:
+    """Open an MLflow run for one stage, with the resolved config as params; yields None when disabled.
+
+    ``run_id`` reopens the run of an interrupted stage, so a resumed run keeps one history of metrics.
+    """
     if not config.tracking.enabled:
         yield None
         return
@@ -33,7 +38,9 @@ def stage_run(config: Config, stage: str, tags: dict[str, str] | None = None) ->
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     mlflow.set_experiment(config.tracking.experiment)
     nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_name=stage, nested=nested, tags={"medssl.stage": stage, **(tags or {})}) as run:
+    with mlflow.start_run(
+        run_id=run_id, run_name=None if run_id else stage, nested=nested, tags={"medssl.stage": stage, **(tags or {})}
+    ) as run:
         params = flat_params(config)
         items = list(params.items())
         for i in range(0, len(items), 100):
@@ -61,3 +68,51 @@ def log_table_input(df: Any, source: Path, name: str, context: str) -> str | Non
         dataset = mlflow.data.from_pandas(df, source=str(source), name=name)
         mlflow.log_input(dataset, context=context)
     return dataset.digest
+
+
+def log_artifact(path: Path) -> None:
+    if (mlflow := _active()) is not None:
+        mlflow.log_artifact(str(path))
+
+
+def log_encoder(
+    module: Any, example: Any, name: str, register: bool, tags: dict[str, str], alias: str | None = None
+) -> str | None:
+    """Log an encoder (images -> features) as an MLflow PyTorch model and, with ``register``, register it
+    under ``name`` with ``tags`` on the version and ``alias`` pointing at it. Returns the URI to load it by.
+
+    The module is pickled with the ``models`` package as code, so it loads wherever torch and MONAI are
+    installed; its requirements are pinned from this environment rather than inferred (slow and noisy).
+    """
+    if (mlflow := _active()) is None:
+        return None
+    import importlib.metadata as md
+
+    import torch
+    from mlflow.models import infer_signature
+
+    import models
+
+    module.eval()
+    with torch.no_grad():
+        features = module(torch.as_tensor(example)).numpy()
+    requirements = [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in ("torch", "monai", "einops", "numpy")]
+    info = mlflow.pytorch.log_model(
+        module,
+        name="encoder",
+        serialization_format="pickle",
+        code_paths=[str(Path(models.__file__).parent)],
+        signature=infer_signature(example, features),
+        pip_requirements=requirements,
+        registered_model_name=name if register else None,
+        tags=tags,
+    )
+    if not register:
+        return info.model_uri
+    version = str(info.registered_model_version)
+    client = mlflow.MlflowClient()
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    if alias:
+        client.set_registered_model_alias(name, alias, version)
+    return f"models:/{name}/{version}"

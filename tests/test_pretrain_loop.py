@@ -33,7 +33,7 @@ def test_resume_reproduces_the_uninterrupted_run(sample_manifest, tmp_path):
     model, loader, view, optimiser, scaler, order = straight
 
     def epoch(e, model, loader, view, optimiser, scaler, order):
-        seed_epoch(7, e, view, order)
+        seed_epoch(7, e, order, view)
         return train_epoch(model, loader, view, optimiser, scaler, setup)
 
     losses = [epoch(e, model, loader, view, optimiser, scaler, order) for e in range(3)]

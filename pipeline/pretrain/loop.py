@@ -7,6 +7,7 @@ exactly where the uninterrupted one would be.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ import numpy as np
 import torch
 from monai.transforms import Compose
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.atomic import atomic_path
 from pipeline.device import DeviceSetup
@@ -26,13 +28,14 @@ def _two_views(images: torch.Tensor, view: Compose) -> tuple[torch.Tensor, torch
     return a.float(), b.float()
 
 
-def seed_epoch(seed: int, epoch: int, view: Compose, order: torch.Generator) -> None:
-    """Derive this epoch's random streams (torch, numpy, the views, the batch order) from (seed, epoch)."""
+def seed_epoch(seed: int, epoch: int, order: torch.Generator, *transforms: Compose) -> None:
+    """Derive this epoch's random streams (torch, numpy, the batch order, each transform) from (seed, epoch)."""
     epoch_seed = (seed * 1000 + epoch) % 2**32
     torch.manual_seed(epoch_seed)
     np.random.seed(epoch_seed)
-    view.set_random_state(seed=epoch_seed)
     order.manual_seed(epoch_seed)
+    for i, transform in enumerate(transforms):
+        transform.set_random_state(seed=(epoch_seed + i) % 2**32)
 
 
 def train_epoch(
@@ -42,11 +45,20 @@ def train_epoch(
     optimiser: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     setup: DeviceSetup,
+    before_step: Callable[[int], None] | None = None,
+    after_step: Callable[[float], None] | None = None,
 ) -> list[float]:
-    """One pass over ``loader`` (seeded first with ``seed_epoch``); returns the loss of every step."""
+    """One pass over ``loader`` (seeded first with ``seed_epoch``); returns the loss of every step.
+
+    ``before_step(i)`` sets schedules (learning rate, momentum) for step ``i`` of the epoch;
+    ``after_step(loss)`` reports progress. ``model`` may be wrapped in DistributedDataParallel.
+    """
+    core = model.module if isinstance(model, DistributedDataParallel) else model
     model.train()
     losses = []
-    for batch in loader:
+    for i, batch in enumerate(loader):
+        if before_step is not None:
+            before_step(i)
         images = batch[KEY].to(setup.device, non_blocking=True)
         view_a, view_b = _two_views(images, view)
         with torch.autocast(device_type=setup.device.type, enabled=setup.amp):
@@ -55,16 +67,29 @@ def train_epoch(
         scaler.scale(loss).backward()
         scaler.step(optimiser)
         scaler.update()
-        model.after_step()
+        core.after_step()
         losses.append(loss.item())
+        if after_step is not None:
+            after_step(losses[-1])
+    if not losses:  # ThreadDataLoader's thread prints a failed batch and ends the epoch instead of raising
+        raise RuntimeError("the data loader yielded no batch; see the error printed above")
     return losses
 
 
 def save_checkpoint(
-    path: Path, epoch: int, model: nn.Module, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler
+    path: Path,
+    epoch: int,
+    model: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    **extra: Any,
 ) -> None:
-    """Write the training state atomically: a kill mid-write leaves the previous checkpoint intact."""
+    """Write the training state atomically: a kill mid-write leaves the previous checkpoint intact.
+
+    ``extra`` holds plain values the stage needs to resume (its fingerprint, the MLflow run id).
+    """
     state = {
+        **extra,
         "epoch": epoch,
         "model": model.state_dict(),
         "optimiser": optimiser.state_dict(),
@@ -78,8 +103,13 @@ def load_checkpoint(
     path: Path, model: nn.Module, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler
 ) -> int:
     """Restore a checkpoint in place; returns the number of epochs it had finished."""
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = read_checkpoint(path)
     model.load_state_dict(state["model"])
     optimiser.load_state_dict(state["optimiser"])
     scaler.load_state_dict(state["scaler"])
     return int(state["epoch"])
+
+
+def read_checkpoint(path: Path) -> dict[str, Any]:
+    """The saved state as a dict (tensors on the CPU), e.g. to check its fingerprint before restoring it."""
+    return torch.load(path, map_location="cpu", weights_only=True)

@@ -10,9 +10,11 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from monai.data import CacheDataset
 from monai.transforms import (
+    CenterSpatialCropd,
     Compose,
     MapTransform,
     RandAdjustContrastd,
@@ -21,6 +23,7 @@ from monai.transforms import (
     RandGaussianSmoothd,
     RandSpatialCropd,
     Resized,
+    SelectItemsd,
     SpatialPadd,
     ToDeviced,
 )
@@ -31,7 +34,11 @@ KEY = "image"
 
 
 class LoadVolumed(MapTransform):
-    """Reads ``d['image']`` (a NIfTI path from the manifest) into a [0, 1] float array, by ``d['modality']``."""
+    """Reads ``d['image']`` (a NIfTI path from the manifest) into a [0, 1] float array, by ``d['modality']``.
+
+    With ``d['slice']`` set, keeps that slice of the volume, scaled with the whole volume's statistics so
+    every slice of one scan shares one intensity scale.
+    """
 
     def __init__(self, keys: Sequence[Hashable] = (KEY,), grey: bool = True) -> None:
         super().__init__(keys)
@@ -43,15 +50,37 @@ class LoadVolumed(MapTransform):
             array = load_volume(d[key])
             if self.grey and array.shape[0] > 1:
                 array = array.mean(axis=0, keepdims=True)  # SSL on grey anatomy; colour is rare and incidental
-            d[key] = normalise(array, str(d.get("modality", "")))
+            array = normalise(array, str(d.get("modality", "")))
+            if d.get("slice") is not None:
+                array = np.ascontiguousarray(array[..., int(d["slice"])])
+            d[key] = array
         return d
 
 
-def deterministic(spatial_dims: int, size: int) -> Compose:
-    """Cached once: 2D images resized to ``size``; 3D volumes padded to at least ``size`` for cropping."""
-    shape = (size,) * spatial_dims
-    bring_to_size = Resized(KEY, shape) if spatial_dims == 2 else SpatialPadd(KEY, shape)
-    return Compose([LoadVolumed(), bring_to_size])
+def context(size: int) -> int:
+    """3D: side of the patch cut in the loader, from which each view then crops ``size``; the margin lets
+    two views of one patch differ in position as well as in intensity."""
+    return size * 5 // 4
+
+
+def deterministic(spatial_dims: int, size: int, volume_side: int = 128) -> Compose:
+    """Cached once: 2D images (and slices) resized to ``size``; 3D volumes resized to a longest side of
+    ``volume_side`` (one scale across scanners, bounded memory), then padded to at least ``context(size)``."""
+    if spatial_dims == 2:
+        return Compose([LoadVolumed(), Resized(KEY, (size, size)), SelectItemsd(KEY)])
+    return Compose(
+        [
+            LoadVolumed(),
+            Resized(KEY, volume_side, size_mode="longest"),
+            SpatialPadd(KEY, (context(size),) * 3),
+            SelectItemsd(KEY),  # only the array goes on to batching (row metadata holds None values)
+        ]
+    )
+
+
+def centred(spatial_dims: int, size: int, volume_side: int = 128) -> Compose:
+    """The deterministic part plus a centre crop of ``size``: the fixed input the kNN monitor embeds."""
+    return Compose([deterministic(spatial_dims, size, volume_side), CenterSpatialCropd(KEY, (size,) * spatial_dims)])
 
 
 def views(spatial_dims: int, size: int, method: str, device: torch.device | str = "cpu") -> Compose:
@@ -72,9 +101,25 @@ def views(spatial_dims: int, size: int, method: str, device: torch.device | str 
 
 
 def dataset(
-    rows: Sequence[Mapping[str, Any]], spatial_dims: int, size: int, cache_rate: float = 1.0, workers: int = 0
+    rows: Sequence[Mapping[str, Any]],
+    spatial_dims: int,
+    size: int,
+    cache_rate: float = 1.0,
+    workers: int = 1,
+    volume_side: int = 128,
 ) -> CacheDataset:
-    """Manifest rows (``image`` path and ``modality``) through the deterministic part, cached in memory."""
+    """Manifest rows (``image`` path, ``modality``, optional ``slice``) through the deterministic part, cached.
+
+    Volumes differ in shape, so a 3D dataset ends with a random ``context(size)`` patch (run per fetch, after
+    the cache) to make a batch; set its random state through ``dataset.transform``.
+    """
+    steps = deterministic(spatial_dims, size, volume_side)
+    if spatial_dims == 3:
+        steps = Compose([*steps.transforms, RandSpatialCropd(KEY, (context(size),) * 3, random_size=False)])
     return CacheDataset(
-        list(rows), deterministic(spatial_dims, size), cache_rate=cache_rate, num_workers=workers, progress=False
+        list(rows),
+        steps,
+        cache_rate=cache_rate,
+        num_workers=workers,
+        progress=False,
     )

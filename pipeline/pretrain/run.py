@@ -1,0 +1,315 @@
+"""The pretrain stage: a self-supervised encoder from the accepted rows of an ingest manifest.
+
+Inputs are files with digests (the manifest, the config); outputs are files in ``pretrain.out``
+(``checkpoint.pt`` after every epoch, ``encoder.pt`` and ``pretrain.json`` at the end) and, with tracking,
+one MLflow run and a registered ``<name>-encoder``. A killed run resumes from its checkpoint and its MLflow
+run; a finished one with the same fingerprint is not run again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.distributed as dist
+from monai.data import ThreadDataLoader
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DistributedSampler
+
+from models import MAE, METHODS
+from models.encoders import build_encoder
+from pipeline.atomic import atomic_path, write_text
+from pipeline.config import Config, ConfigError, PretrainConfig, TrackingConfig
+from pipeline.device import DeviceSetup, init_distributed, resolve
+from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
+from pipeline.pretrain.monitor import embed_all, knn_auroc
+from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
+from pipeline.pretrain.views import KEY, centred, dataset, views
+from pipeline.tracking import log_artifact, log_encoder, log_metrics, log_table_input, stage_run
+
+# Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
+_TRAINING_KEYS = ("method", "spatial_dims", "size", "volume_side", "slices_per_volume", "epochs", "batch_size")
+_TRAINING_KEYS += ("lr", "weight_decay", "warmup_epochs", "seed", "encoder", "patch_size", "vit", "options")
+
+
+@dataclass(frozen=True)
+class PretrainResult:
+    out: Path
+    encoder: Path
+    model_uri: str | None
+    run_id: str | None
+    method: str
+    dataset_digest: str
+    items: int
+    epochs: int
+    resumed_from: int
+    loss: float
+    knn_auroc: float | None
+    images_per_s: float
+    skipped: bool = False
+
+
+def build_model(cfg: PretrainConfig, in_channels: int = 1) -> nn.Module:
+    """The method's module from config; unknown ``options`` or ``vit`` keys are a config error."""
+    dims, options = cfg.spatial_dims, cfg.options.get(cfg.method, {})
+    try:
+        if cfg.method == "mae":
+            if cfg.size % cfg.patch_size:
+                raise ConfigError(f"pretrain.size ({cfg.size}) must be a multiple of patch_size ({cfg.patch_size})")
+            return MAE((cfg.size,) * dims, (cfg.patch_size,) * dims, in_channels, **cfg.vit, **options)
+        if len(cfg.encoder.widths) != len(cfg.encoder.layers):
+            raise ConfigError("pretrain.encoder.widths and layers need one entry per stage each")
+        encoder, feature_dim = build_encoder(dims, in_channels, cfg.encoder.widths, cfg.encoder.layers)
+        return METHODS[cfg.method](encoder, feature_dim, **options)
+    except TypeError as exc:  # an option the method's class does not take
+        raise ConfigError(f"pretrain.options/vit for {cfg.method}: {exc}") from None
+
+
+def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
+    """Linear warm-up to ``peak``, then a half cosine to zero (SimCLR, MoCo v3, DINO, MAE all use it)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def fingerprint(cfg: PretrainConfig, data_digest: str) -> str:
+    training = cfg.model_dump(mode="json", include=set(_TRAINING_KEYS))
+    return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]
+
+
+class KnnMonitor:
+    """Labelled bank and query images, loaded once with the fixed (centred) transform."""
+
+    def __init__(self, bank: list[dict[str, Any]], query: list[dict[str, Any]], cfg: PretrainConfig, k: int) -> None:
+        fixed = centred(cfg.spatial_dims, cfg.size, cfg.volume_side)
+
+        def load(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, np.ndarray]:
+            images = torch.stack([torch.as_tensor(fixed(dict(r))[KEY]).float() for r in rows])
+            return images, np.array([r["label"] for r in rows])
+
+        (self.bank, self.bank_y), (self.query, self.query_y) = load(bank), load(query)
+        self.k = k
+
+    def __call__(self, model: nn.Module, device: torch.device) -> float:
+        bank, query = embed_all(model, self.bank, device), embed_all(model, self.query, device)
+        return knn_auroc(bank, self.bank_y, query, self.query_y, k=self.k)
+
+
+def _monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Console) -> KnnMonitor | None:
+    if cfg.monitor.every == 0:
+        return None
+
+    def labelled(path: Path | None) -> list[dict[str, Any]] | None:
+        if path is None:
+            return None
+        return items(read_manifest(path), path.parent, cfg.spatial_dims, cfg.slices_per_volume)
+
+    bank = labelled(cfg.monitor.bank) or train
+    bank, query = knn_split(bank, labelled(cfg.monitor.query), cfg.monitor.query_fraction, cfg.seed)
+    classes = {it["label"] for it in query}, {it["label"] for it in bank}
+    if classes[0] != {0, 1} or classes[1] != {0, 1}:
+        console.print("kNN monitor off: it needs labelled normal and abnormal images in the bank and the queries.")
+        return None
+    return KnnMonitor(bank, query, cfg, cfg.monitor.k)
+
+
+def _finished(out: Path, fp: str) -> PretrainResult | None:
+    """The result of an earlier run with this fingerprint, if it finished (its encoder is on disk)."""
+    summary = out / "pretrain.json"
+    if not summary.is_file():
+        return None
+    done = json.loads(summary.read_text(encoding="utf-8"))
+    if done.pop("fingerprint", None) != fp or not Path(done["encoder"]).is_file():
+        return None
+    done.update(out=Path(done["out"]), encoder=Path(done["encoder"]), skipped=True)
+    return PretrainResult(**done)
+
+
+def _resumable(path: Path, fp: str, console: Console) -> dict[str, Any] | None:
+    """The checkpoint's state if it belongs to this fingerprint; another run's checkpoint is set aside."""
+    if not path.is_file():
+        return None
+    state = read_checkpoint(path)
+    if state.get("fingerprint") == fp:
+        return state
+    aside = path.with_name(f"checkpoint-{state.get('fingerprint', 'old')}.pt")
+    path.rename(aside)
+    console.print(f"Existing checkpoint is from other settings or data: kept as {aside.name}, starting over.")
+    return None
+
+
+def _loader(data: Any, batch: int, setup: DeviceSetup, seed: int) -> tuple[ThreadDataLoader, Any, torch.Generator]:
+    order = torch.Generator()
+    if setup.distributed:
+        sampler = DistributedSampler(data, setup.world_size, setup.rank, shuffle=True, seed=seed, drop_last=True)
+        return ThreadDataLoader(data, batch_size=batch, sampler=sampler, drop_last=True), sampler, order
+    return ThreadDataLoader(data, batch_size=batch, shuffle=True, generator=order, drop_last=True), None, order
+
+
+def _progress(console: Console, enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("[bold]pretrain[/] epoch {task.fields[epoch]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("loss {task.fields[loss]:.4f}"),
+        TimeRemainingColumn(),
+        console=console,
+        disable=not enabled,
+    )
+
+
+def run_pretrain(config: Config, console: Console) -> PretrainResult:
+    """Pretrain ``config.pretrain.method`` on the manifest's accepted rows; log, save and register the encoder."""
+    cfg = config.pretrain
+    if cfg.manifest is None:
+        raise PretrainDataError("no manifest given: pass --manifest or set pretrain.manifest")
+    train = items(read_manifest(cfg.manifest), cfg.manifest.parent, cfg.spatial_dims, cfg.slices_per_volume)
+    if not train:
+        wanted = "volumes (depth > 1)" if cfg.spatial_dims == 3 else "images or volumes"
+        raise PretrainDataError(f"{cfg.manifest}: no accepted {wanted} for spatial_dims={cfg.spatial_dims}")
+    data_digest = digest(train)
+    out = cfg.out or cfg.manifest.parent / "pretrain"
+    fp = fingerprint(cfg, data_digest)
+    if (done := _finished(out, fp)) is not None:
+        return done
+    setup = resolve(cfg.device, cfg.amp)
+    init_distributed(setup)
+    if len(train) // setup.world_size < 2:
+        raise PretrainDataError(f"{cfg.manifest}: {len(train)} training items; each process needs at least 2")
+
+    torch.manual_seed(cfg.seed)
+    model = build_model(cfg).to(setup.device)
+    optimiser = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
+    )
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp)
+    state = _resumable(out / "checkpoint.pt", fp, console)
+    start = load_checkpoint(out / "checkpoint.pt", model, optimiser, scaler) if state else 0
+    run_id = state.get("run_id") if state else None
+
+    data = dataset(train, cfg.spatial_dims, cfg.size, cfg.cache_rate, cfg.cache_workers, cfg.volume_side)
+    batch = min(cfg.batch_size, len(train) // setup.world_size)
+    loader, sampler, order = _loader(data, batch, setup, cfg.seed)
+    view = views(cfg.spatial_dims, cfg.size, cfg.method, setup.device)
+    net: nn.Module = model
+    if setup.distributed:
+        if setup.device.type == "cuda":
+            net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
+        net = DistributedDataParallel(net, device_ids=[setup.local_rank] if setup.device.type == "cuda" else None)
+    monitor = _monitor(cfg, train, console) if setup.is_main else None
+    steps = len(loader)
+    total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
+    tracked = config if setup.is_main else config.model_copy(update={"tracking": TrackingConfig(enabled=False)})
+    tags = {"medssl.method": cfg.method, "medssl.dataset_digest": data_digest}
+    losses, knn, speed = [float("nan")], None, 0.0
+
+    with stage_run(tracked, "pretrain", tags=tags, run_id=run_id) as run, _progress(console, setup.is_main) as bar:
+        run_id = run.info.run_id if run is not None else None
+        if run is not None and start == 0:
+            table = pd.DataFrame([{k: v for k, v in it.items() if k != "label"} for it in train])
+            log_table_input(table, cfg.manifest, f"pretrain-{data_digest}", "pretrain")
+        task = bar.add_task("pretrain", total=total, completed=start * steps, epoch=start + 1, loss=float("nan"))
+        for epoch in range(start, cfg.epochs):
+            seed_epoch(cfg.seed, epoch, order, view, data.transform)
+            if sampler is not None:
+                sampler.set_epoch(epoch)
+
+            def before(i: int, epoch: int = epoch) -> None:
+                step = epoch * steps + i
+                for group in optimiser.param_groups:
+                    group["lr"] = learning_rate(step, total, warmup, cfg.lr)
+                model.set_progress(step / total)
+
+            if setup.device.type == "cuda":
+                torch.cuda.reset_peak_memory_stats(setup.device)
+            began = time.perf_counter()
+            losses = train_epoch(
+                net, loader, view, optimiser, scaler, setup, before, lambda v: bar.update(task, advance=1, loss=v)
+            )
+            speed = steps * batch * setup.world_size / (time.perf_counter() - began)
+            bar.update(task, epoch=min(epoch + 2, cfg.epochs))
+            metrics = {"loss": float(np.mean(losses)), "lr": optimiser.param_groups[0]["lr"], "images_per_s": speed}
+            if setup.device.type == "cuda":
+                metrics["gpu_memory_gib"] = torch.cuda.max_memory_allocated(setup.device) / 2**30
+            if monitor is not None and ((epoch + 1) % cfg.monitor.every == 0 or epoch + 1 == cfg.epochs):
+                knn = metrics["knn_auroc"] = monitor(model, setup.device)
+            log_metrics(metrics, step=epoch + 1)
+            if setup.is_main:
+                save_checkpoint(
+                    out / "checkpoint.pt", epoch + 1, model, optimiser, scaler, fingerprint=fp, run_id=run_id
+                )
+            if setup.distributed:
+                dist.barrier()
+
+        result = PretrainResult(
+            out=out,
+            encoder=out / "encoder.pt",
+            model_uri=None,
+            run_id=run_id,
+            method=cfg.method,
+            dataset_digest=data_digest,
+            items=len(train),
+            epochs=cfg.epochs,
+            resumed_from=start,
+            loss=float(np.mean(losses)),
+            knn_auroc=knn,
+            images_per_s=speed,
+        )
+        if setup.is_main:
+            result = _publish(model, result, cfg, fp, train[0])
+    return result
+
+
+def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: str, item: dict) -> PretrainResult:
+    """Save the encoder beside the checkpoint, log and register it, and write the stage's summary."""
+    encoder = model.encoder.cpu().eval()
+    with atomic_path(result.encoder) as tmp:
+        torch.save(encoder, tmp)
+    example = np.asarray(centred(cfg.spatial_dims, cfg.size, cfg.volume_side)(dict(item))[KEY], np.float32)[None]
+    tags = {
+        "method": cfg.method,
+        "dataset_digest": result.dataset_digest,
+        "spatial_dims": str(cfg.spatial_dims),
+        "input_size": str(cfg.size),
+        "in_channels": "1",
+    }
+    uri = log_encoder(encoder, example, f"{cfg.name}-encoder", cfg.register, tags, alias=cfg.method)
+    result = PretrainResult(**{**asdict(result), "model_uri": uri})
+    summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
+    summary.pop("skipped")
+    write_text(result.out / "pretrain.json", json.dumps(summary, indent=2))
+    log_artifact(result.out / "pretrain.json")
+    return result
+
+
+def summary_table(result: PretrainResult) -> Table:
+    table = Table(title="pretrain" + (" (already done: nothing to train)" if result.skipped else ""))
+    table.add_column("")
+    table.add_column("", justify="right")
+    rows = [
+        ("method", result.method),
+        ("training items", str(result.items)),
+        ("dataset digest", result.dataset_digest),
+        ("epochs", f"{result.epochs}" + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")),
+        ("final loss", f"{result.loss:.4f}"),
+        ("kNN AUROC", "-" if result.knn_auroc is None else f"{result.knn_auroc:.3f}"),
+        ("images/s", f"{result.images_per_s:.1f}"),
+        ("encoder", str(result.encoder)),
+        ("registered", result.model_uri or "-"),
+    ]
+    for name, value in rows:
+        table.add_row(name, value)
+    return table
