@@ -35,6 +35,7 @@ BIN = ROOT / ".venv" / "bin"
 WORK = HERE / "work"
 sys.path.insert(0, str(HERE))
 from make_corpus import ANATOMICAL, SERIES, build  # noqa: E402
+from results import write_section  # noqa: E402
 
 
 @dataclass
@@ -239,18 +240,6 @@ def memory_scaling(args, env: dict[str, str]) -> str:
             f"{client / 2**20:.0f} |"
         )
     return "\n".join(lines)
-
-
-def write_section(path: Path, name: str, body: str) -> None:
-    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
-    text = path.read_text() if path.exists() else ""
-    block = f"{start}\n{body}\n{end}"
-    if start in text:
-        head, rest = text.split(start, 1)
-        text = head + block + rest.split(end, 1)[1]
-    else:
-        text += f"\n{block}\n"
-    path.write_text(text)
 
 
 if __name__ == "__main__":

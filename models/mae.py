@@ -8,6 +8,7 @@ and the embedding used downstream.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from einops import rearrange
@@ -34,6 +35,10 @@ VIT_DEFAULTS = {
     "decoder_num_layers": 2,
     "decoder_num_heads": 6,
 }
+
+
+def _to_float32(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> torch.Tensor:
+    return output.float()
 
 
 class ViTEncoder(nn.Module):
@@ -81,6 +86,9 @@ class MAE(nn.Module):
             **sizes,
         )
         self.feature_dim = sizes["hidden_size"]
+        # Under autocast the decoder embedding comes out in half precision, and MONAI then scatters it into
+        # float32 mask tokens, which index_put refuses; casting that one output back keeps AMP usable.
+        self.net.decoder_embed.register_forward_hook(_to_float32)
 
     def reconstruction_loss(self, images: torch.Tensor) -> torch.Tensor:
         predicted, mask = self.net(images)

@@ -90,7 +90,7 @@ class PretrainConfig(_Strict):
     options: dict[Method, dict[str, float | int | bool]] = Field(default_factory=dict)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    register: bool = True
+    register_encoder: bool = True
 
 
 class Config(_Strict):

@@ -93,6 +93,7 @@ def log_encoder(
 
     import models
 
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle is chosen: the encoder must stay trainable
     module.eval()
     with torch.no_grad():
         features = module(torch.as_tensor(example)).numpy()

@@ -70,8 +70,9 @@ def ingest(tmp_path: Path, dask_scheduler: str) -> Ingest:
 
 @pytest.fixture(scope="session")
 def sample_manifest(tmp_path_factory, dask_scheduler):
-    """The bundled sample ingested once per session: (output folder, accepted manifest rows)."""
+    """The bundled sample, with its chest X-ray labels, ingested once per session: (output folder, accepted rows)."""
     out = tmp_path_factory.mktemp("ingested")
-    result = run_ingest(make_config([SAMPLE], out, dask_scheduler), Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    cfg = make_config([SAMPLE], out, dask_scheduler, labels=[str(SAMPLE / "cxr_nih1000" / "labels.csv")])
+    result = run_ingest(cfg, Console(file=open(os.devnull, "w")))  # noqa: SIM115
     manifest = pd.read_parquet(result.manifest)
     return out, manifest[manifest.status == "accepted"]

@@ -3,28 +3,27 @@
 from __future__ import annotations
 
 import torch
-from monai.data import DataLoader
+from monai.data import ThreadDataLoader
 
 from models import METHODS
 from models.encoders import build_encoder
 from pipeline.device import resolve
 from pipeline.pretrain.loop import load_checkpoint, save_checkpoint, seed_epoch, train_epoch
-from pipeline.pretrain.views import KEY, dataset, views
+from pipeline.pretrain.views import KEY, dataset
 
 
 def _setup(sample_manifest, method="moco"):
     out, manifest = sample_manifest
     rows = [{KEY: str(out / r.output_path), "modality": r.modality} for r in manifest.itertuples() if r.kind == "image"]
     torch.manual_seed(0)
-    data = dataset(rows, spatial_dims=2, size=32)
+    data = dataset(rows, spatial_dims=2, size=32, method=method)
     order = torch.Generator().manual_seed(0)
-    loader = DataLoader(data, batch_size=8, shuffle=True, generator=order, drop_last=True)
-    view = views(2, 32, method)
+    loader = ThreadDataLoader(data, batch_size=8, shuffle=True, generator=order, drop_last=True)
     encoder, dim = build_encoder(2, widths=(8, 16, 32, 64), layers=(1, 1, 1, 1))
     model = METHODS[method](encoder, dim, proj_hidden=32, proj_dim=16, queue_size=32, momentum=0.9)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    return model, loader, view, optimiser, scaler, order
+    return model, loader, data.transform, optimiser, scaler, order
 
 
 def test_resume_reproduces_the_uninterrupted_run(sample_manifest, tmp_path):
@@ -34,7 +33,7 @@ def test_resume_reproduces_the_uninterrupted_run(sample_manifest, tmp_path):
 
     def epoch(e, model, loader, view, optimiser, scaler, order):
         seed_epoch(7, e, order, view)
-        return train_epoch(model, loader, view, optimiser, scaler, setup)
+        return train_epoch(model, loader, optimiser, scaler, setup)
 
     losses = [epoch(e, model, loader, view, optimiser, scaler, order) for e in range(3)]
 

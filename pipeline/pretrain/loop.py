@@ -1,4 +1,4 @@
-"""The pretraining loop: two random views a step, AMP on GPU, and checkpoints a killed run resumes from.
+"""The pretraining loop: a batch of view pairs a step, mixed precision, and checkpoints to resume from.
 
 Every epoch reseeds its randomness (batch order, views, torch) from the run's seed and the epoch number,
 so a checkpoint needs only the weights, the optimiser, the scaler and the epoch: a resumed run continues
@@ -19,13 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.atomic import atomic_path
 from pipeline.device import DeviceSetup
-from pipeline.pretrain.views import KEY
-
-
-def _two_views(images: torch.Tensor, view: Compose) -> tuple[torch.Tensor, torch.Tensor]:
-    a = torch.stack([torch.as_tensor(view({KEY: x})[KEY]) for x in images])
-    b = torch.stack([torch.as_tensor(view({KEY: x})[KEY]) for x in images])
-    return a.float(), b.float()
+from pipeline.pretrain.views import VIEWS
 
 
 def seed_epoch(seed: int, epoch: int, order: torch.Generator, *transforms: Compose) -> None:
@@ -41,7 +35,6 @@ def seed_epoch(seed: int, epoch: int, order: torch.Generator, *transforms: Compo
 def train_epoch(
     model: nn.Module,
     loader: Any,
-    view: Compose,
     optimiser: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     setup: DeviceSetup,
@@ -59,8 +52,7 @@ def train_epoch(
     for i, batch in enumerate(loader):
         if before_step is not None:
             before_step(i)
-        images = batch[KEY].to(setup.device, non_blocking=True)
-        view_a, view_b = _two_views(images, view)
+        view_a, view_b = (batch[name].to(setup.device, non_blocking=True).float() for name in VIEWS)
         with torch.autocast(device_type=setup.device.type, enabled=setup.amp):
             loss = model(view_a, view_b)
         optimiser.zero_grad(set_to_none=True)

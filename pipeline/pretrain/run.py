@@ -36,7 +36,7 @@ from pipeline.device import DeviceSetup, init_distributed, resolve
 from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
 from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
-from pipeline.pretrain.views import KEY, centred, dataset, views
+from pipeline.pretrain.views import KEY, centred, dataset
 from pipeline.tracking import log_artifact, log_encoder, log_metrics, log_table_input, stage_run
 
 # Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
@@ -195,15 +195,16 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     optimiser = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
-    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp)
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp and setup.device.type == "cuda")  # fp16
     state = _resumable(out / "checkpoint.pt", fp, console)
     start = load_checkpoint(out / "checkpoint.pt", model, optimiser, scaler) if state else 0
     run_id = state.get("run_id") if state else None
 
-    data = dataset(train, cfg.spatial_dims, cfg.size, cfg.cache_rate, cfg.cache_workers, cfg.volume_side)
+    data = dataset(
+        train, cfg.spatial_dims, cfg.size, cfg.method, setup.device, cfg.cache_rate, cfg.cache_workers, cfg.volume_side
+    )
     batch = min(cfg.batch_size, len(train) // setup.world_size)
     loader, sampler, order = _loader(data, batch, setup, cfg.seed)
-    view = views(cfg.spatial_dims, cfg.size, cfg.method, setup.device)
     net: nn.Module = model
     if setup.distributed:
         if setup.device.type == "cuda":
@@ -223,7 +224,7 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
             log_table_input(table, cfg.manifest, f"pretrain-{data_digest}", "pretrain")
         task = bar.add_task("pretrain", total=total, completed=start * steps, epoch=start + 1, loss=float("nan"))
         for epoch in range(start, cfg.epochs):
-            seed_epoch(cfg.seed, epoch, order, view, data.transform)
+            seed_epoch(cfg.seed, epoch, order, data.transform)
             if sampler is not None:
                 sampler.set_epoch(epoch)
 
@@ -237,7 +238,7 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
                 torch.cuda.reset_peak_memory_stats(setup.device)
             began = time.perf_counter()
             losses = train_epoch(
-                net, loader, view, optimiser, scaler, setup, before, lambda v: bar.update(task, advance=1, loss=v)
+                net, loader, optimiser, scaler, setup, before, lambda v: bar.update(task, advance=1, loss=v)
             )
             speed = steps * batch * setup.world_size / (time.perf_counter() - began)
             bar.update(task, epoch=min(epoch + 2, cfg.epochs))
@@ -286,7 +287,7 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
         "input_size": str(cfg.size),
         "in_channels": "1",
     }
-    uri = log_encoder(encoder, example, f"{cfg.name}-encoder", cfg.register, tags, alias=cfg.method)
+    uri = log_encoder(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
     result = PretrainResult(**{**asdict(result), "model_uri": uri})
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
     summary.pop("skipped")

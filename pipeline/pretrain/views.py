@@ -1,8 +1,8 @@
 """The data path of pretraining: a cached deterministic part, and random views made on the device.
 
 Deterministic work (read the NIfTI, scale intensities, bring to size) runs once per image into MONAI's
-``CacheDataset``; the random view recipe runs every step, after ``ToDeviced`` when there is a GPU. Each
-transform is written once for ``spatial_dims`` 2 and 3.
+``CacheDataset``; the random view recipe runs on every fetch, after ``ToDeviced`` (on the GPU when there is
+one), in ``ThreadDataLoader``'s thread. Each transform is written once for ``spatial_dims`` 2 and 3.
 """
 
 from __future__ import annotations
@@ -21,16 +21,19 @@ from monai.transforms import (
     RandFlipd,
     RandGaussianNoised,
     RandGaussianSmoothd,
+    Randomizable,
     RandSpatialCropd,
     Resized,
     SelectItemsd,
     SpatialPadd,
     ToDeviced,
+    Transform,
 )
 
 from pipeline.pretrain.volumes import load_volume, normalise
 
 KEY = "image"
+VIEWS = ("view_a", "view_b")
 
 
 class LoadVolumed(MapTransform):
@@ -83,13 +86,15 @@ def centred(spatial_dims: int, size: int, volume_side: int = 128) -> Compose:
     return Compose([deterministic(spatial_dims, size, volume_side), CenterSpatialCropd(KEY, (size,) * spatial_dims)])
 
 
-def views(spatial_dims: int, size: int, method: str, device: torch.device | str = "cpu") -> Compose:
-    """One random view. Contrastive and distillation methods get the strong recipe; MAE only crops and
-    flips, since its masking is the augmentation."""
-    crop_size = (size * 3 // 4,) * spatial_dims if spatial_dims == 2 else (size,) * 3
-    steps: list = [ToDeviced(KEY, device=device), RandSpatialCropd(KEY, crop_size, random_size=False)]
+def views(spatial_dims: int, size: int, method: str) -> Compose:
+    """One random view. 2D: a random crop of half to all of the side, resized back; 3D: a ``size`` patch.
+    Contrastive and distillation methods get the strong intensity recipe; MAE only crops and flips, since
+    its masking is the augmentation."""
     if spatial_dims == 2:
+        steps: list = [RandSpatialCropd(KEY, (size // 2,) * 2, max_roi_size=(size,) * 2, random_size=True)]
         steps.append(Resized(KEY, (size,) * 2))
+    else:
+        steps = [RandSpatialCropd(KEY, (size,) * 3, random_size=False)]
     steps += [RandFlipd(KEY, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
     if method != "mae":
         steps += [
@@ -100,25 +105,47 @@ def views(spatial_dims: int, size: int, method: str, device: torch.device | str 
     return Compose(steps)
 
 
+class TwoViewsd(Randomizable, Transform):
+    """``{'image': x}`` -> ``{'view_a': view(x), 'view_b': view(x)}``: the pair every method trains on."""
+
+    def __init__(self, view: Compose) -> None:
+        self.view = view
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> TwoViewsd:
+        self.view.set_random_state(seed, state)
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        """The randomness lives in ``view``'s transforms."""
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        return {name: self.view({KEY: data[KEY]})[KEY] for name in VIEWS}
+
+
 def dataset(
     rows: Sequence[Mapping[str, Any]],
     spatial_dims: int,
     size: int,
+    method: str,
+    device: torch.device | str = "cpu",
     cache_rate: float = 1.0,
     workers: int = 1,
     volume_side: int = 128,
 ) -> CacheDataset:
-    """Manifest rows (``image`` path, ``modality``, optional ``slice``) through the deterministic part, cached.
+    """Manifest rows (``image`` path, ``modality``, optional ``slice``) -> batches of two views on ``device``.
 
-    Volumes differ in shape, so a 3D dataset ends with a random ``context(size)`` patch (run per fetch, after
-    the cache) to make a batch; set its random state through ``dataset.transform``.
+    The deterministic part is cached; each fetch then moves the cached array to ``device`` and makes two
+    views there, which ``ThreadDataLoader`` runs in its thread while the model trains on the previous batch.
+    Volumes differ in shape, so 3D first cuts a random ``context(size)`` patch. Seed it (``seed_epoch``)
+    through ``dataset.transform``.
     """
-    steps = deterministic(spatial_dims, size, volume_side)
+    steps = list(deterministic(spatial_dims, size, volume_side).transforms)
     if spatial_dims == 3:
-        steps = Compose([*steps.transforms, RandSpatialCropd(KEY, (context(size),) * 3, random_size=False)])
+        steps.append(RandSpatialCropd(KEY, (context(size),) * 3, random_size=False))
+    steps += [ToDeviced(KEY, device=device), TwoViewsd(views(spatial_dims, size, method))]
     return CacheDataset(
         list(rows),
-        steps,
+        Compose(steps),
         cache_rate=cache_rate,
         num_workers=workers,
         progress=False,

@@ -1,0 +1,166 @@
+"""The pretrain stage end to end on the ingested sample: every method registers an encoder that loads back
+through MLflow with the same embeddings; a killed run resumes to the uninterrupted result; 3D runs."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+import pipeline.pretrain.run as stage
+from pipeline.config import ConfigError, load_config
+from pipeline.pretrain.rows import PretrainDataError
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+TINY = {
+    "size": 32,
+    "epochs": 2,
+    "batch_size": 16,
+    "warmup_epochs": 1,
+    "slices_per_volume": 2,
+    "encoder": {"widths": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
+    "vit": {
+        "hidden_size": 48,
+        "mlp_dim": 96,
+        "num_layers": 2,
+        "num_heads": 4,
+        "decoder_hidden_size": 24,
+        "decoder_mlp_dim": 48,
+        "decoder_num_layers": 1,
+        "decoder_num_heads": 4,
+    },
+    "options": {
+        "simclr": {"proj_hidden": 32, "proj_dim": 16},
+        "moco": {"proj_hidden": 32, "proj_dim": 16, "queue_size": 64},
+        "dino": {"head_hidden": 32, "bottleneck_dim": 16, "out_dim": 64},
+    },
+    "monitor": {"every": 1, "k": 5, "query_fraction": 0.34},
+}
+
+
+def _config(manifest: Path, out: Path, tracking: str | None = None, **pretrain):
+    overrides = {f"pretrain.{k}": v for k, v in {**TINY, **pretrain}.items()}
+    overrides.update(
+        {
+            "pretrain.manifest": str(manifest),
+            "pretrain.out": str(out),
+            "tracking.enabled": tracking is not None,
+            "tracking.uri": tracking,
+        }
+    )
+    return load_config(None, overrides)
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.mark.parametrize("method", ["simclr", "moco", "dino", "mae"])
+def test_each_method_registers_an_encoder_that_loads_back(sample_manifest, tmp_path, store, method):
+    ingested, manifest = sample_manifest
+    cfg = _config(ingested / "manifest.parquet", tmp_path / method, store, method=method)
+    result = stage.run_pretrain(cfg, QUIET)
+
+    volumes = sum(1 for r in manifest.itertuples() if len(r.shape) >= 3 and r.shape[2] > 1)
+    assert result.items == 24 + 2 * volumes  # 24 chest X-rays and two slices of each volume
+    assert np.isfinite(result.loss) and result.knn_auroc is not None and result.images_per_s > 0
+    local = torch.load(result.encoder, weights_only=False)
+    loaded = mlflow.pytorch.load_model(f"models:/medssl-encoder@{method}")
+    images = torch.rand(3, 1, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(local(images), loaded(images))
+
+    client = mlflow.MlflowClient()
+    version = client.get_model_version_by_alias("medssl-encoder", method)
+    assert result.model_uri == f"models:/medssl-encoder/{version.version}"
+    assert version.tags["method"] == method and version.tags["spatial_dims"] == "2"
+    assert version.tags["dataset_digest"] == result.dataset_digest
+    run = client.get_run(result.run_id)
+    assert run.data.params["pretrain.method"] == method
+    assert {"loss", "lr", "images_per_s", "knn_auroc"} <= set(run.data.metrics)
+    assert len(client.get_metric_history(result.run_id, "loss")) == 2
+    assert run.inputs.dataset_inputs[0].dataset.name == f"pretrain-{result.dataset_digest}"
+    summary = json.loads((result.out / "pretrain.json").read_text())
+    assert summary["model_uri"] == result.model_uri and summary["method"] == method
+
+
+def test_a_killed_run_resumes_to_the_uninterrupted_result(sample_manifest, tmp_path, store, monkeypatch):
+    ingested, _ = sample_manifest
+    manifest = ingested / "manifest.parquet"
+    straight = stage.run_pretrain(_config(manifest, tmp_path / "straight", method="moco", epochs=3), QUIET)
+
+    real_epoch, calls = stage.train_epoch, []
+
+    def dies_in_the_second_epoch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real_epoch(*args, **kwargs)
+
+    killed = _config(manifest, tmp_path / "killed", store, method="moco", epochs=3)
+    monkeypatch.setattr(stage, "train_epoch", dies_in_the_second_epoch)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run_pretrain(killed, QUIET)
+    monkeypatch.setattr(stage, "train_epoch", real_epoch)
+    resumed = stage.run_pretrain(killed, QUIET)
+
+    assert resumed.resumed_from == 1 and resumed.loss == straight.loss
+    a = torch.load(straight.encoder, weights_only=False).state_dict()
+    b = torch.load(resumed.encoder, weights_only=False).state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    history = mlflow.MlflowClient().get_metric_history(resumed.run_id, "loss")
+    assert [m.step for m in history] == [1, 2, 3]  # one MLflow run, continued
+
+    again = stage.run_pretrain(killed, QUIET)
+    assert again.skipped and again.model_uri == resumed.model_uri
+
+
+def test_changed_settings_start_over_and_keep_the_old_checkpoint(sample_manifest, tmp_path):
+    ingested, _ = sample_manifest
+    manifest = ingested / "manifest.parquet"
+    stage.run_pretrain(_config(manifest, tmp_path, method="simclr", epochs=1), QUIET)
+    result = stage.run_pretrain(_config(manifest, tmp_path, method="simclr", epochs=1, lr=0.01), QUIET)
+    assert not result.skipped and result.resumed_from == 0
+    assert len(list(tmp_path.glob("checkpoint-*.pt"))) == 1
+
+
+def test_3d_patches_of_the_ingested_volumes(sample_manifest, tmp_path, store):
+    ingested, manifest = sample_manifest
+    cfg = _config(
+        ingested / "manifest.parquet", tmp_path, store, method="simclr", spatial_dims=3, size=16, volume_side=32
+    )
+    cfg.pretrain.batch_size = 4
+    result = stage.run_pretrain(cfg, QUIET)
+    volumes = sum(1 for r in manifest.itertuples() if len(r.shape) >= 3 and r.shape[2] > 1)
+    assert result.items == volumes and np.isfinite(result.loss)
+    assert result.knn_auroc is None  # the sample's volumes carry no labels: the monitor is off
+    version = mlflow.MlflowClient().get_model_version("medssl-encoder", result.model_uri.rsplit("/", 1)[1])
+    assert version.tags["spatial_dims"] == "3"
+    encoder = mlflow.pytorch.load_model(result.model_uri)
+    assert encoder(torch.rand(2, 1, 16, 16, 16)).shape == (2, 64)
+
+
+def test_bad_inputs_are_named(sample_manifest, tmp_path):
+    ingested, _ = sample_manifest
+    with pytest.raises(PretrainDataError, match="manifest not found"):
+        stage.run_pretrain(_config(tmp_path / "none.parquet", tmp_path), QUIET)
+    with pytest.raises(ConfigError, match=r"pretrain\.options/vit for moco"):
+        stage.build_model(
+            _config(ingested / "manifest.parquet", tmp_path, method="moco", options={"moco": {"x": 1}}).pretrain
+        )
+    with pytest.raises(ConfigError, match="multiple of patch_size"):
+        stage.build_model(_config(ingested / "manifest.parquet", tmp_path, method="mae", size=30).pretrain)
+
+
+def test_learning_rate_warms_up_then_decays_to_zero():
+    rates = [stage.learning_rate(step, 100, 10, 1e-3) for step in range(100)]
+    assert rates[9] == pytest.approx(1e-3) and rates[0] == pytest.approx(1e-4)
+    assert all(a >= b for a, b in itertools.pairwise(rates[9:])) and rates[-1] < 1e-6
