@@ -16,7 +16,7 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([MEDSSL, *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ingest", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["ingest", "--help"], ["pretrain", "--help"]])
 def test_help(args):
     proc = run(*args)
     assert proc.returncode == 0
@@ -33,6 +33,9 @@ def test_help(args):
             ["ingest", str(SAMPLE), "--out", "{tmp}/o", "--scheduler", "tcp://127.0.0.1:9", "--no-tracking"],
             "cannot reach the Dask scheduler",
         ),
+        (["pretrain", "--manifest", "{tmp}/missing.parquet", "--no-tracking"], "manifest not found"),
+        (["pretrain", "--manifest", str(SAMPLE / "SOURCES.md"), "--no-tracking"], "not a readable manifest"),
+        (["pretrain", "--manifest", "{tmp}/m.parquet", "--method", "byol"], "invalid config at 'pretrain.method'"),
     ],
 )
 def test_bad_input_is_one_clear_line(args, message, tmp_path):
