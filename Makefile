@@ -27,11 +27,15 @@ lint: install
 demo: install
 	mkdir -p demo-out
 	$(BIN)/medssl ingest --config configs/demo.yaml
+	$(BIN)/medssl pretrain --config configs/demo.yaml
 	@echo "Manifest: demo-out/manifest.parquet"
+	@echo "Encoder:  demo-out/pretrain/encoder.pt, registered as models:/medssl-encoder@simclr"
 	@echo "MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
 
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py
+	$(BIN)/python benchmarks/pretrain_datapath.py
+	$(BIN)/python benchmarks/pretrain_knn.py
 
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra bench --extra dev --find-links $(WHEELS) -o requirements.lock \

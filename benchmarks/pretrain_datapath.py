@@ -1,0 +1,120 @@
+"""Images/s of the pretraining data path against a plain MONAI ``Dataset`` + ``DataLoader``.
+
+Same model, same images, same view recipe, same training step, same run. The project's path caches the
+deterministic part (read, scale, resize) in a ``CacheDataset`` and makes the two views in
+``ThreadDataLoader``'s thread on the training device; the baseline redoes the whole chain for every image
+of every epoch in ``DataLoader`` worker processes. Data: an ingested folder of real images (BUSI breast
+ultrasound, 256x256, by default).
+
+    .venv/bin/python benchmarks/pretrain_datapath.py --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+from monai.data import DataLoader, Dataset, ThreadDataLoader
+from monai.transforms import Compose
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from results import RESULTS, write_section  # noqa: E402
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.device import resolve  # noqa: E402
+from pipeline.ingest import run_ingest  # noqa: E402
+from pipeline.pretrain.loop import seed_epoch, train_epoch  # noqa: E402
+from pipeline.pretrain.rows import items, read_manifest  # noqa: E402
+from pipeline.pretrain.run import build_model  # noqa: E402
+from pipeline.pretrain.views import TwoViewsd, dataset, deterministic, views  # noqa: E402
+
+MODELS = {
+    "tiny ResNet (16-128, 1 block/stage)": {"widths": [16, 32, 64, 128], "layers": [1, 1, 1, 1]},
+    "ResNet-18, half width": {"widths": [32, 64, 128, 256], "layers": [2, 2, 2, 2]},
+}
+
+
+def timed_epochs(loader, make_model, cfg, setup, epochs: int, order: torch.Generator, transform) -> list[float]:
+    """Images/s of each epoch of real training steps (forward, backward, optimiser) over ``loader``."""
+    torch.manual_seed(0)
+    model = make_model().to(setup.device)
+    optimiser = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp and setup.device.type == "cuda")
+    rates = []
+    for epoch in range(epochs):
+        seed_epoch(0, epoch, order, transform)
+        began = time.perf_counter()
+        steps = len(train_epoch(model, loader, optimiser, scaler, setup))
+        rates.append(steps * loader.batch_size / (time.perf_counter() - began))
+    return rates
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "busi")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--workers", type=int, default=2, help="baseline DataLoader worker processes")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--work", type=Path, default=HERE / "work" / "datapath")
+    ap.add_argument("--write-results", action="store_true", help="replace the pretrain-datapath section")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+    overrides = {"ingest.sources": [str(args.source)], "ingest.out": str(args.work), "tracking.enabled": False}
+    manifest = run_ingest(load_config(None, overrides), console).manifest
+    setup = resolve(args.device)
+    rows = items(read_manifest(manifest), manifest.parent, 2, 0)
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {setup.device}, "
+        f"AMP {setup.amp}. Data: {len(rows)} images of {args.source.name}, views of {args.size}x{args.size}, "
+        f"batch {args.batch_size}, SimCLR, {args.epochs} epochs each; images/s is the median epoch.",
+        "",
+        "| model | plain Dataset + DataLoader "
+        f"({args.workers} workers) | CacheDataset + ThreadDataLoader, views on {setup.device.type} | cache fill (s) "
+        "| ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for label, encoder in MODELS.items():
+        cfg = load_config(
+            None, {"pretrain.size": args.size, "pretrain.method": "simclr", "pretrain.encoder": encoder}
+        ).pretrain
+        began = time.perf_counter()
+        cached = dataset(rows, 2, args.size, "simclr", setup.device, workers=2)
+        fill = time.perf_counter() - began
+        order = torch.Generator()
+        ours = ThreadDataLoader(cached, batch_size=args.batch_size, shuffle=True, generator=order, drop_last=True)
+        ours_rates = timed_epochs(
+            ours, lambda cfg=cfg: build_model(cfg), cfg, setup, args.epochs, order, cached.transform
+        )
+
+        chain = Compose([*deterministic(2, args.size).transforms, TwoViewsd(views(2, args.size, "simclr"))])
+        plain = DataLoader(
+            Dataset(rows, chain),
+            batch_size=args.batch_size,
+            shuffle=True,
+            generator=order,
+            drop_last=True,
+            num_workers=args.workers,
+        )
+        plain_rates = timed_epochs(plain, lambda cfg=cfg: build_model(cfg), cfg, setup, args.epochs, order, chain)
+        a, b = statistics.median(plain_rates), statistics.median(ours_rates)
+        lines.append(f"| {label} | {a:.0f} | {b:.0f} | {fill:.1f} | {b / a:.2f}x |")
+        console.print(lines[-1])
+    report = "\n".join(lines)
+    print(report)
+    if args.write_results:
+        write_section(RESULTS, "pretrain-datapath", report)
+
+
+if __name__ == "__main__":
+    main()
