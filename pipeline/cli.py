@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
 
 from pipeline.cluster import ClusterError
-from pipeline.config import ConfigError, load_config
+from pipeline.config import Config, ConfigError, load_config
 from pipeline.labels import LabelsError
 
 app = typer.Typer(
@@ -20,12 +21,26 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(stderr=True)
+T = TypeVar("T")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")]
 
 
 def _fail(message: str) -> typer.Exit:
     console.print(f"[bold red]error:[/] {message}")
     return typer.Exit(code=2)
+
+
+def _run_stage(
+    stage: Callable[[Config, Console], T],
+    config: Path | None,
+    overrides: dict[str, Any],
+    errors: tuple[type[Exception], ...],
+) -> T:
+    """Config file, then flags, then the stage; the errors a user can fix become one line and exit code 2."""
+    try:
+        return stage(load_config(config, overrides), console)
+    except (ConfigError, *errors) as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.callback()
@@ -76,11 +91,7 @@ def ingest(
         "dask.scheduler": scheduler,
         "tracking.enabled": False if no_tracking else None,
     }
-    try:
-        cfg = load_config(config, overrides)
-        result = run_ingest(cfg, console)
-    except (ConfigError, LabelsError, IngestError, ClusterError) as exc:
-        raise _fail(str(exc)) from None
+    result = _run_stage(run_ingest, config, overrides, (LabelsError, IngestError, ClusterError))
     console.print(summary_table(result))
     if result.converted == 0:
         console.print(f"Nothing new to convert: all {result.unchanged} series/images are up to date.")
@@ -126,11 +137,7 @@ def pretrain(
         "pretrain.name": name,
         "tracking.enabled": False if no_tracking else None,
     }
-    try:
-        cfg = load_config(config, overrides)
-        result = run_pretrain(cfg, console)
-    except (ConfigError, PretrainDataError) as exc:
-        raise _fail(str(exc)) from None
+    result = _run_stage(run_pretrain, config, overrides, (PretrainDataError,))
     console.print(summary_table(result))
 
 

@@ -22,6 +22,18 @@ SHARED = Path(os.environ.get("MEDSSL_SHARED_DATA", ROOT.parent / "shared" / "dat
 HAS_SHARED = SHARED.is_dir()
 TEST_KEY = "medssl-test-key"
 
+# A tiny MAE ViT for CPU tests; sizes divisible by 4 and 6, as MONAI's sin-cos position embedding needs in 2D/3D.
+TINY_VIT = {
+    "hidden_size": 48,
+    "mlp_dim": 96,
+    "num_layers": 2,
+    "num_heads": 4,
+    "decoder_hidden_size": 24,
+    "decoder_mlp_dim": 48,
+    "decoder_num_layers": 1,
+    "decoder_num_heads": 4,
+}
+
 needs_shared = pytest.mark.skipif(not HAS_SHARED, reason="../shared/data is absent")
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SAMPLE
+from conftest import SAMPLE, TINY_VIT
 from monai.losses import ContrastiveLoss
 from monai.transforms import Compose, RandFlip, RandGaussianNoise, RandSpatialCrop
 from PIL import Image
@@ -54,17 +54,6 @@ SMALL_HEADS = {
         "warmup_teacher_temp": 0.07,
         "momentum": 0.99,
     },
-}
-# Sizes divisible by 4 and 6: MONAI's sin-cos position embedding needs that in 2D and in 3D.
-TINY_VIT = {
-    "hidden_size": 48,
-    "mlp_dim": 96,
-    "num_layers": 2,
-    "num_heads": 4,
-    "decoder_hidden_size": 24,
-    "decoder_mlp_dim": 48,
-    "decoder_num_layers": 1,
-    "decoder_num_heads": 4,
 }
 
 

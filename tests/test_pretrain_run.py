@@ -12,6 +12,7 @@ import mlflow
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_VIT
 from rich.console import Console
 
 import pipeline.pretrain.run as stage
@@ -26,16 +27,7 @@ TINY = {
     "warmup_epochs": 1,
     "slices_per_volume": 2,
     "encoder": {"widths": [8, 16, 32, 64], "layers": [1, 1, 1, 1]},
-    "vit": {
-        "hidden_size": 48,
-        "mlp_dim": 96,
-        "num_layers": 2,
-        "num_heads": 4,
-        "decoder_hidden_size": 24,
-        "decoder_mlp_dim": 48,
-        "decoder_num_layers": 1,
-        "decoder_num_heads": 4,
-    },
+    "vit": TINY_VIT,
     "options": {
         "simclr": {"proj_hidden": 32, "proj_dim": 16},
         "moco": {"proj_hidden": 32, "proj_dim": 16, "queue_size": 64},
