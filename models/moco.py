@@ -54,5 +54,5 @@ class MoCo(MomentumPair):
         n, size = len(keys), len(self.queue)
         start = int(self.queue_ptr)
         index = (torch.arange(n, device=keys.device) + start) % size
-        self.queue[index] = keys
+        self.queue[index] = keys.to(self.queue.dtype)  # keys are half precision under autocast
         self.queue_ptr.fill_((start + n) % size)

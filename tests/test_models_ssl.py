@@ -169,3 +169,17 @@ def test_mae_encoder_is_a_view_of_the_trained_weights():
     with torch.no_grad():
         model.net.cls_token.add_(1.0)
     assert torch.equal(encoder.cls_token, model.net.cls_token)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_every_method_trains_under_cpu_autocast(method):
+    """bfloat16 autocast (AMP) reaches every buffer write: MoCo's queue, DINO's centre, MAE's mask tokens."""
+    torch.manual_seed(0)
+    model, _ = _build(method, size=32)
+    images = torch.rand(8, 1, 32, 32)
+    for _ in range(2):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(images, images.flip(-1))
+        loss.backward()
+        model.after_step()
+    assert torch.isfinite(loss)
