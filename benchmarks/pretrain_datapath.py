@@ -89,7 +89,8 @@ def main() -> None:
             None, {"pretrain.size": args.size, "pretrain.method": "simclr", "pretrain.encoder": encoder}
         ).pretrain
         began = time.perf_counter()
-        cached = dataset(rows, 2, args.size, "simclr", setup.device, workers=2)
+        view = views(2, args.size, "simclr", **cfg.views.model_dump())
+        cached = dataset(rows, 2, args.size, view, setup.device, workers=2)
         fill = time.perf_counter() - began
         order = torch.Generator()
         ours = ThreadDataLoader(cached, batch_size=args.batch_size, shuffle=True, generator=order, drop_last=True)
@@ -97,7 +98,7 @@ def main() -> None:
             ours, lambda cfg=cfg: build_model(cfg), cfg, setup, args.epochs, order, cached.transform
         )
 
-        chain = Compose([*deterministic(2, args.size).transforms, TwoViewsd(views(2, args.size, "simclr"))])
+        chain = Compose([*deterministic(2, args.size).transforms, TwoViewsd(view)])
         plain = DataLoader(
             Dataset(rows, chain),
             batch_size=args.batch_size,

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from PIL import Image
 from rich.console import Console
 
@@ -87,22 +88,32 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ",".join(METHODS))
     ap.add_argument("--epochs", type=int, help="override pretrain.epochs of the bench config")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (YAML value), e.g. pretrain.views.intensity=0.3; repeatable",
+    )
     ap.add_argument("--work", type=Path, default=HERE / "work" / "pneumoniamnist")
     ap.add_argument("--write-results", action="store_true", help="replace the pretrain-knn section of RESULTS.md")
     args = ap.parse_args()
     console = Console(stderr=True)
     manifests = ingest(export(args.work), args.work, console)
+    extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    variant = "-".join(f"{k.rsplit('.', 1)[-1]}{v}" for k, v in extra.items()).replace(" ", "")
     rows = []
     for method in args.methods.split(","):
         overrides = {
             "pretrain.manifest": str(manifests["train"]),
-            "pretrain.out": str(args.work / "pretrain" / method),
+            "pretrain.out": str(args.work / "pretrain" / (method + (f"-{variant}" if variant else ""))),
             "pretrain.method": method,
             "pretrain.epochs": args.epochs,
             "pretrain.monitor.bank": str(manifests["train"]),
             "pretrain.monitor.query": str(manifests["val"]),
             "pretrain.name": "bench-pneumoniamnist",
             "tracking.uri": f"sqlite:///{args.work}/mlflow.db",
+            **extra,
         }
         cfg = load_config(CONFIG, overrides)
         began = time.perf_counter()

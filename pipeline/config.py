@@ -58,6 +58,12 @@ class EncoderConfig(_Strict):
     layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
 
 
+class ViewConfig(_Strict):
+    crop_min: float = Field(default=0.5, gt=0, le=1)
+    flip_axes: list[int] = Field(default_factory=lambda: [0, 1])
+    intensity: float = Field(default=1.0, ge=0, le=1)
+
+
 class MonitorConfig(_Strict):
     bank: Path | None = None
     query: Path | None = None
@@ -85,6 +91,7 @@ class PretrainConfig(_Strict):
     cache_rate: float = Field(default=1.0, ge=0, le=1)
     cache_workers: int = Field(default=1, ge=1)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    views: ViewConfig = Field(default_factory=ViewConfig)
     patch_size: int = Field(default=8, ge=1)
     vit: dict[str, int] = Field(default_factory=dict)
     options: dict[Method, dict[str, float | int | bool]] = Field(default_factory=dict)

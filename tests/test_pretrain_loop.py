@@ -9,14 +9,14 @@ from models import METHODS
 from models.encoders import build_encoder
 from pipeline.device import resolve
 from pipeline.pretrain.loop import load_checkpoint, save_checkpoint, seed_epoch, train_epoch
-from pipeline.pretrain.views import KEY, dataset
+from pipeline.pretrain.views import KEY, dataset, views
 
 
 def _setup(sample_manifest, method="moco"):
     out, manifest = sample_manifest
     rows = [{KEY: str(out / r.output_path), "modality": r.modality} for r in manifest.itertuples() if r.kind == "image"]
     torch.manual_seed(0)
-    data = dataset(rows, spatial_dims=2, size=32, method=method)
+    data = dataset(rows, 2, 32, views(2, 32, method))
     order = torch.Generator().manual_seed(0)
     loader = ThreadDataLoader(data, batch_size=8, shuffle=True, generator=order, drop_last=True)
     encoder, dim = build_encoder(2, widths=(8, 16, 32, 64), layers=(1, 1, 1, 1))

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from monai.data import ThreadDataLoader
 
-from pipeline.pretrain.views import KEY, VIEWS, LoadVolumed, centred, dataset
+from pipeline.pretrain.views import KEY, VIEWS, LoadVolumed, centred, dataset, views
 
 
 def _rows(out, manifest, kind):
@@ -15,7 +15,7 @@ def _rows(out, manifest, kind):
 
 def test_2d_view_pairs_differ_and_keep_their_size(sample_manifest):
     out, manifest = sample_manifest
-    ds = dataset(_rows(out, manifest, lambda r: r.kind == "image"), spatial_dims=2, size=48, method="simclr")
+    ds = dataset(_rows(out, manifest, lambda r: r.kind == "image"), 2, 48, views(2, 48, "simclr"))
     ds.transform.set_random_state(seed=0)
     batch = next(iter(ThreadDataLoader(ds, batch_size=8)))
     a, b = (batch[name] for name in VIEWS)
@@ -26,7 +26,7 @@ def test_2d_view_pairs_differ_and_keep_their_size(sample_manifest):
 
 def test_the_cache_holds_the_deterministic_part_only(sample_manifest):
     out, manifest = sample_manifest
-    ds = dataset(_rows(out, manifest, lambda r: r.kind == "image"), spatial_dims=2, size=48, method="mae")
+    ds = dataset(_rows(out, manifest, lambda r: r.kind == "image"), 2, 48, views(2, 48, "mae"))
     cached = ds._cache[0][KEY]
     assert tuple(cached.shape) == (1, 48, 48) and float(cached.min()) >= 0.0 and float(cached.max()) <= 1.0
     first, second = ds[0], ds[0]
@@ -37,7 +37,7 @@ def test_3d_pairs_are_patches_of_volumes_of_any_shape(sample_manifest):
     out, manifest = sample_manifest
     rows = _rows(out, manifest, lambda r: r.kind == "dicom" and len(r.shape) == 3 and r.shape[2] > 1)
     assert len({tuple(r.shape) for r in manifest.itertuples() if r.kind == "dicom" and len(r.shape) == 3}) > 1
-    ds = dataset(rows, spatial_dims=3, size=32, method="mae", volume_side=64)
+    ds = dataset(rows, 3, 32, views(3, 32, "mae"), volume_side=64)
     batch = next(iter(ThreadDataLoader(ds, batch_size=len(rows))))
     assert batch["view_a"].shape == (len(rows), 1, 32, 32, 32)
     fixed = centred(3, 32, 64)(dict(rows[0]))[KEY]

@@ -36,12 +36,12 @@ from pipeline.device import DeviceSetup, init_distributed, resolve
 from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
 from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
-from pipeline.pretrain.views import KEY, centred, dataset
+from pipeline.pretrain.views import KEY, centred, dataset, views
 from pipeline.tracking import log_artifact, log_encoder, log_metrics, log_table_input, stage_run
 
 # Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
 _TRAINING_KEYS = ("method", "spatial_dims", "size", "volume_side", "slices_per_volume", "epochs", "batch_size")
-_TRAINING_KEYS += ("lr", "weight_decay", "warmup_epochs", "seed", "encoder", "patch_size", "vit", "options")
+_TRAINING_KEYS += ("lr", "weight_decay", "warmup_epochs", "seed", "encoder", "views", "patch_size", "vit", "options")
 
 
 @dataclass(frozen=True)
@@ -200,8 +200,9 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     start = load_checkpoint(out / "checkpoint.pt", model, optimiser, scaler) if state else 0
     run_id = state.get("run_id") if state else None
 
+    view = views(cfg.spatial_dims, cfg.size, cfg.method, **cfg.views.model_dump())
     data = dataset(
-        train, cfg.spatial_dims, cfg.size, cfg.method, setup.device, cfg.cache_rate, cfg.cache_workers, cfg.volume_side
+        train, cfg.spatial_dims, cfg.size, view, setup.device, cfg.cache_rate, cfg.cache_workers, cfg.volume_side
     )
     batch = min(cfg.batch_size, len(train) // setup.world_size)
     loader, sampler, order = _loader(data, batch, setup, cfg.seed)

@@ -86,21 +86,33 @@ def centred(spatial_dims: int, size: int, volume_side: int = 128) -> Compose:
     return Compose([deterministic(spatial_dims, size, volume_side), CenterSpatialCropd(KEY, (size,) * spatial_dims)])
 
 
-def views(spatial_dims: int, size: int, method: str) -> Compose:
-    """One random view. 2D: a random crop of half to all of the side, resized back; 3D: a ``size`` patch.
-    Contrastive and distillation methods get the strong intensity recipe; MAE only crops and flips, since
-    its masking is the augmentation."""
+def views(
+    spatial_dims: int,
+    size: int,
+    method: str,
+    crop_min: float = 0.5,
+    flip_axes: Sequence[int] = (0, 1),
+    intensity: float = 1.0,
+) -> Compose:
+    """One random view. 2D: a random crop of ``crop_min`` to all of the side, resized back; 3D: a ``size``
+    patch. Flips along ``flip_axes`` only (anatomy has an up and a down). Contrastive and distillation
+    methods add gamma, blur and noise with probabilities scaled by ``intensity``: intensity can be the
+    diagnostic cue (a hazy lung), so how much invariance to teach is a setting. MAE only crops and flips,
+    since its masking is the augmentation."""
     if spatial_dims == 2:
-        steps: list = [RandSpatialCropd(KEY, (size // 2,) * 2, max_roi_size=(size,) * 2, random_size=True)]
+        low = max(1, round(size * crop_min))
+        steps: list = [RandSpatialCropd(KEY, (low,) * 2, max_roi_size=(size,) * 2, random_size=True)]
         steps.append(Resized(KEY, (size,) * 2))
     else:
         steps = [RandSpatialCropd(KEY, (size,) * 3, random_size=False)]
-    steps += [RandFlipd(KEY, prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)]
-    if method != "mae":
+    steps += [RandFlipd(KEY, prob=0.5, spatial_axis=axis) for axis in flip_axes if axis < spatial_dims]
+    if method != "mae" and intensity > 0:
         steps += [
-            RandAdjustContrastd(KEY, prob=0.8, gamma=(0.7, 1.5)),
-            RandGaussianSmoothd(KEY, prob=0.3, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.25, 1.0)),
-            RandGaussianNoised(KEY, prob=0.5, std=0.05),
+            RandAdjustContrastd(KEY, prob=0.8 * intensity, gamma=(0.7, 1.5)),
+            RandGaussianSmoothd(
+                KEY, prob=0.3 * intensity, sigma_x=(0.25, 1.0), sigma_y=(0.25, 1.0), sigma_z=(0.25, 1.0)
+            ),
+            RandGaussianNoised(KEY, prob=0.5 * intensity, std=0.05),
         ]
     return Compose(steps)
 
@@ -126,13 +138,13 @@ def dataset(
     rows: Sequence[Mapping[str, Any]],
     spatial_dims: int,
     size: int,
-    method: str,
+    view: Compose,
     device: torch.device | str = "cpu",
     cache_rate: float = 1.0,
     workers: int = 1,
     volume_side: int = 128,
 ) -> CacheDataset:
-    """Manifest rows (``image`` path, ``modality``, optional ``slice``) -> batches of two views on ``device``.
+    """Manifest rows (``image`` path, ``modality``, optional ``slice``) -> pairs of ``view`` on ``device``.
 
     The deterministic part is cached; each fetch then moves the cached array to ``device`` and makes two
     views there, which ``ThreadDataLoader`` runs in its thread while the model trains on the previous batch.
@@ -142,7 +154,7 @@ def dataset(
     steps = list(deterministic(spatial_dims, size, volume_side).transforms)
     if spatial_dims == 3:
         steps.append(RandSpatialCropd(KEY, (context(size),) * 3, random_size=False))
-    steps += [ToDeviced(KEY, device=device), TwoViewsd(views(spatial_dims, size, method))]
+    steps += [ToDeviced(KEY, device=device), TwoViewsd(view)]
     return CacheDataset(
         list(rows),
         Compose(steps),
