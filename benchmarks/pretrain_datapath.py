@@ -66,13 +66,16 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=2, help="baseline DataLoader worker processes")
     ap.add_argument("--device", default="auto")
+    ap.add_argument(
+        "--amp", action=argparse.BooleanOptionalAction, default=None, help="mixed precision (default: on CUDA only)"
+    )
     ap.add_argument("--work", type=Path, default=HERE / "work" / "datapath")
     ap.add_argument("--write-results", action="store_true", help="replace the pretrain-datapath section")
     args = ap.parse_args()
     console = Console(stderr=True)
     overrides = {"ingest.sources": [str(args.source)], "ingest.out": str(args.work), "tracking.enabled": False}
     manifest = run_ingest(load_config(None, overrides), console).manifest
-    setup = resolve(args.device)
+    setup = resolve(args.device, args.amp)
     rows = items(read_manifest(manifest), manifest.parent, 2, 0)
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {setup.device}, "
