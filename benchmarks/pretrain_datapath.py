@@ -3,8 +3,8 @@
 Same model, same images, same view recipe, same training step, same run. The project's path caches the
 deterministic part (read, scale, resize) in a ``CacheDataset`` and makes the two views in
 ``ThreadDataLoader``'s thread on the training device; the baseline redoes the whole chain for every image
-of every epoch in ``DataLoader`` worker processes. Data: an ingested folder of real images (BUSI breast
-ultrasound, 256x256, by default).
+of every epoch in ``DataLoader`` worker processes. Data: ingested folders of real images (BUSI breast
+ultrasound, 256x256, by default), or DICOM series whose volumes are sliced as the 2D pretrain stage does.
 
     .venv/bin/python benchmarks/pretrain_datapath.py --write-results
 """
@@ -60,7 +60,9 @@ def timed_epochs(loader, make_model, cfg, setup, epochs: int, order: torch.Gener
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", type=Path, default=ROOT.parent / "shared" / "data" / "busi")
+    ap.add_argument("--source", type=Path, nargs="+", default=[ROOT.parent / "shared" / "data" / "busi"])
+    ap.add_argument("--slices-per-volume", type=int, default=8, help="2D slices taken from each volume")
+    ap.add_argument("--section", default="pretrain-datapath", help="RESULTS.md section to replace")
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=3)
@@ -73,14 +75,21 @@ def main() -> None:
     ap.add_argument("--write-results", action="store_true", help="replace the pretrain-datapath section")
     args = ap.parse_args()
     console = Console(stderr=True)
-    overrides = {"ingest.sources": [str(args.source)], "ingest.out": str(args.work), "tracking.enabled": False}
+    overrides = {
+        "ingest.sources": [str(p) for p in args.source],
+        "ingest.out": str(args.work),
+        "tracking.enabled": False,
+    }
     manifest = run_ingest(load_config(None, overrides), console).manifest
     setup = resolve(args.device, args.amp)
-    rows = items(read_manifest(manifest), manifest.parent, 2, 0)
+    rows = items(read_manifest(manifest), manifest.parent, 2, args.slices_per_volume)
+    volumes = sum(1 for r in rows if r["slice"] is not None)
+    what = " + ".join(p.name for p in args.source)
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, device {setup.device}, "
-        f"AMP {setup.amp}. Data: {len(rows)} images of {args.source.name}, views of {args.size}x{args.size}, "
-        f"batch {args.batch_size}, SimCLR, {args.epochs} epochs each; images/s is the median epoch.",
+        f"AMP {setup.amp}. Data: {len(rows)} images of {what} ({volumes} of them slices of volumes), "
+        f"views of {args.size}x{args.size}, batch {args.batch_size}, SimCLR, {args.epochs} epochs each; "
+        "images/s is the median epoch.",
         "",
         "| model | plain Dataset + DataLoader "
         f"({args.workers} workers) | CacheDataset + ThreadDataLoader, views on {setup.device.type} | cache fill (s) "
@@ -117,7 +126,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write_results:
-        write_section(RESULTS, "pretrain-datapath", report)
+        write_section(RESULTS, args.section, report)
 
 
 if __name__ == "__main__":
