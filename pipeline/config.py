@@ -60,7 +60,7 @@ class EncoderConfig(_Strict):
 
 class ViewConfig(_Strict):
     crop_min: float = Field(default=0.5, gt=0, le=1)
-    flip_axes: list[int] = Field(default_factory=lambda: [0, 1])
+    flip_axes: list[int] = Field(default_factory=lambda: [0])
     intensity: float = Field(default=1.0, ge=0, le=1)
 
 

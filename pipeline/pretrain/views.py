@@ -91,7 +91,7 @@ def views(
     size: int,
     method: str,
     crop_min: float = 0.5,
-    flip_axes: Sequence[int] = (0, 1),
+    flip_axes: Sequence[int] = (0,),
     intensity: float = 1.0,
 ) -> Compose:
     """One random view. 2D: a random crop of ``crop_min`` to all of the side, resized back; 3D: a ``size``
