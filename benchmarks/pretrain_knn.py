@@ -31,8 +31,7 @@ from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
-from pipeline.pretrain.rows import items, knn_split, read_manifest  # noqa: E402
-from pipeline.pretrain.run import KnnMonitor, build_model, run_pretrain  # noqa: E402
+from pipeline.pretrain.run import build_model, knn_monitor, run_pretrain  # noqa: E402
 
 NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
@@ -72,16 +71,10 @@ def ingest(folders: dict[str, Path], work: Path, console: Console) -> dict[str, 
     return manifests
 
 
-def random_init(cfg, manifests: dict[str, Path]) -> float:
+def random_init(cfg, console: Console) -> float:
     """kNN AUROC of an untrained encoder of the same shape, seeded as the trained one was."""
-    pre = cfg.pretrain
-
-    def labelled(path: Path) -> list[dict]:
-        return items(read_manifest(path), path.parent, pre.spatial_dims, pre.slices_per_volume)
-
-    bank, query = knn_split(labelled(manifests["train"]), labelled(manifests["val"]), 0.3, pre.seed)
-    torch.manual_seed(pre.seed)
-    return KnnMonitor(bank, query, pre, pre.monitor.k)(build_model(pre), torch.device("cpu"))
+    torch.manual_seed(cfg.pretrain.seed)
+    return knn_monitor(cfg.pretrain, [], console)(build_model(cfg.pretrain), torch.device("cpu"))
 
 
 def main() -> None:
@@ -119,7 +112,7 @@ def main() -> None:
         began = time.perf_counter()
         result = run_pretrain(cfg, console)
         minutes = (time.perf_counter() - began) / 60
-        baseline = random_init(cfg, manifests)
+        baseline = random_init(cfg, console)
         rows.append((method, cfg.pretrain.epochs, result, baseline, minutes))
         console.print(f"{method}: kNN AUROC {result.knn_auroc:.3f} vs random init {baseline:.3f}")
     report = render(rows)

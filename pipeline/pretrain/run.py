@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +108,8 @@ class KnnMonitor:
         return knn_auroc(bank, self.bank_y, query, self.query_y, k=self.k)
 
 
-def _monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Console) -> KnnMonitor | None:
+def knn_monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Console) -> KnnMonitor | None:
+    """The configured monitor (bank and queries from ``cfg.monitor``, else held out of ``train``), or None."""
     if cfg.monitor.every == 0:
         return None
 
@@ -211,7 +212,7 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
         if setup.device.type == "cuda":
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = DistributedDataParallel(net, device_ids=[setup.local_rank] if setup.device.type == "cuda" else None)
-    monitor = _monitor(cfg, train, console) if setup.is_main else None
+    monitor = knn_monitor(cfg, train, console) if setup.is_main else None
     steps = len(loader)
     total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
     tracked = config if setup.is_main else config.model_copy(update={"tracking": TrackingConfig(enabled=False)})
@@ -289,7 +290,7 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
         "in_channels": "1",
     }
     uri = log_encoder(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
-    result = PretrainResult(**{**asdict(result), "model_uri": uri})
+    result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
     summary.pop("skipped")
     write_text(result.out / "pretrain.json", json.dumps(summary, indent=2))
