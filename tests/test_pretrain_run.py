@@ -1,15 +1,18 @@
 """The pretrain stage end to end on the ingested sample: every method registers an encoder that loads back
-through MLflow with the same embeddings; a killed run resumes to the uninterrupted result; 3D runs."""
+through MLflow with the same embeddings; a killed run resumes to the uninterrupted result; 3D runs;
+missing, cut short or replaced files are skipped with a named reason."""
 
 from __future__ import annotations
 
 import itertools
 import json
 import os
+import shutil
 from pathlib import Path
 
 import mlflow
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from conftest import TINY_VIT
@@ -156,3 +159,40 @@ def test_learning_rate_warms_up_then_decays_to_zero():
     rates = [stage.learning_rate(step, 100, 10, 1e-3) for step in range(100)]
     assert rates[9] == pytest.approx(1e-3) and rates[0] == pytest.approx(1e-4)
     assert all(a >= b for a, b in itertools.pairwise(rates[9:])) and rates[-1] < 1e-6
+
+
+def _damage(ingested: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
+    """A copy of the ingested sample with three 2D images broken three ways: {output_path: expected reason}."""
+    copy = tmp_path / "ingested"
+    shutil.copytree(ingested, copy, ignore=shutil.ignore_patterns("pretrain*", "mlruns"))
+    rows = pd.read_parquet(copy / "manifest.parquet").query("status == 'accepted'")
+    flat = rows[rows["shape"].map(lambda s: len(s) < 3 or s[2] == 1)]
+    gone, cut, swapped, donor = flat.output_path.iloc[:4]
+    (copy / gone).unlink()
+    data = (copy / cut).read_bytes()
+    (copy / cut).write_bytes(data[: len(data) // 2])
+    shutil.copyfile(copy / donor, copy / swapped)  # a readable NIfTI, but not the voxels ingest wrote there
+    return copy, {gone: "MISSING_FILE", cut: "CORRUPT_FILE", swapped: "CHECKSUM_MISMATCH"}
+
+
+def test_unusable_files_are_skipped_with_a_named_reason_and_the_run_goes_on(sample_manifest, tmp_path, store):
+    ingested, _ = sample_manifest
+    intact = stage.usable_items(ingested / "manifest.parquet", _config(ingested, tmp_path).pretrain, QUIET, "x")[0]
+    copy, expected = _damage(ingested, tmp_path)
+    result = stage.run_pretrain(_config(copy / "manifest.parquet", tmp_path / "out", store, epochs=1), QUIET)
+    assert result.items == len(intact) - 3 and np.isfinite(result.loss)
+    assert result.files_skipped == {"MISSING_FILE": 1, "CORRUPT_FILE": 1, "CHECKSUM_MISMATCH": 1}
+    listed = pd.read_csv(tmp_path / "out" / "skipped.csv")
+    assert dict(zip(listed.path, listed.reason, strict=True)) == expected
+    run = mlflow.get_run(result.run_id)
+    assert "skipped.csv" in {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id)}
+    assert mlflow.MlflowClient().get_metric_history(result.run_id, "files_skipped")[0].value == 3
+    assert run.data.tags["medssl.dataset_digest"] == result.dataset_digest
+
+
+def test_a_manifest_with_no_usable_file_names_the_reasons(sample_manifest, tmp_path):
+    ingested, _ = sample_manifest
+    copy = tmp_path / "ingested"
+    shutil.copytree(ingested, copy, ignore=shutil.ignore_patterns("pretrain*", "mlruns", "volumes"))
+    with pytest.raises(PretrainDataError, match=r"no usable images or volumes .*'MISSING_FILE': \d+"):
+        stage.run_pretrain(_config(copy / "manifest.parquet", tmp_path / "out"), QUIET)

@@ -20,6 +20,9 @@ class Reason(StrEnum):
     LOCALIZER = "LOCALIZER"
     MISSING_GEOMETRY = "MISSING_GEOMETRY"
     DECODE_FAILED = "DECODE_FAILED"
+    # After ingest: a manifest row whose NIfTI is gone or no longer holds the voxels ingest wrote.
+    MISSING_FILE = "MISSING_FILE"
+    CHECKSUM_MISMATCH = "CHECKSUM_MISMATCH"
 
 
 class Rejected(Exception):

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ from pipeline.device import DeviceSetup, init_distributed, resolve
 from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
 from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
+from pipeline.pretrain.screen import SkippedFile, reason_counts, screen
 from pipeline.pretrain.views import KEY, centred, dataset, views
 from pipeline.tracking import log_artifact, log_encoder, log_metrics, log_table_input, stage_run
 
@@ -58,6 +59,7 @@ class PretrainResult:
     loss: float
     knn_auroc: float | None
     images_per_s: float
+    files_skipped: dict[str, int] = field(default_factory=dict)  # {reason: files} set aside by the screen
     skipped: bool = False
 
 
@@ -108,15 +110,25 @@ class KnnMonitor:
         return knn_auroc(bank, self.bank_y, query, self.query_y, k=self.k)
 
 
+def usable_items(
+    manifest: Path, cfg: PretrainConfig, console: Console, role: str
+) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+    """The manifest's items for this run, less the files that fail the screen (each named, with its reason)."""
+    candidates = items(read_manifest(manifest), manifest.parent, cfg.spatial_dims, cfg.slices_per_volume)
+    kept, skipped = screen(candidates, manifest.parent, cfg.cache_workers)
+    if skipped:
+        counts = ", ".join(f"{reason} {n}" for reason, n in reason_counts(skipped).items())
+        console.print(f"[yellow]{role}: skipped {len(skipped)} unusable file(s) of {manifest.name} ({counts})[/]")
+    return kept, skipped
+
+
 def knn_monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Console) -> KnnMonitor | None:
     """The configured monitor (bank and queries from ``cfg.monitor``, else held out of ``train``), or None."""
     if cfg.monitor.every == 0:
         return None
 
     def labelled(path: Path | None) -> list[dict[str, Any]] | None:
-        if path is None:
-            return None
-        return items(read_manifest(path), path.parent, cfg.spatial_dims, cfg.slices_per_volume)
+        return None if path is None else usable_items(path, cfg, console, "kNN monitor")[0]
 
     bank = labelled(cfg.monitor.bank) or train
     bank, query = knn_split(bank, labelled(cfg.monitor.query), cfg.monitor.query_fraction, cfg.seed)
@@ -177,10 +189,11 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     cfg = config.pretrain
     if cfg.manifest is None:
         raise PretrainDataError("no manifest given: pass --manifest or set pretrain.manifest")
-    train = items(read_manifest(cfg.manifest), cfg.manifest.parent, cfg.spatial_dims, cfg.slices_per_volume)
+    train, skipped = usable_items(cfg.manifest, cfg, console, "pretrain")
     if not train:
         wanted = "volumes (depth > 1)" if cfg.spatial_dims == 3 else "images or volumes"
-        raise PretrainDataError(f"{cfg.manifest}: no accepted {wanted} for spatial_dims={cfg.spatial_dims}")
+        unusable = f" ({len(skipped)} unusable: {reason_counts(skipped)})" if skipped else ""
+        raise PretrainDataError(f"{cfg.manifest}: no usable {wanted} for spatial_dims={cfg.spatial_dims}{unusable}")
     data_digest = digest(train)
     out = cfg.out or cfg.manifest.parent / "pretrain"
     fp = fingerprint(cfg, data_digest)
@@ -217,6 +230,8 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     total, warmup = steps * cfg.epochs, steps * cfg.warmup_epochs
     tracked = config if setup.is_main else config.model_copy(update={"tracking": TrackingConfig(enabled=False)})
     tags = {"medssl.method": cfg.method, "medssl.dataset_digest": data_digest}
+    if skipped and setup.is_main:
+        _write_skipped(out / "skipped.csv", skipped)
     losses, knn, speed = [float("nan")], None, 0.0
 
     with stage_run(tracked, "pretrain", tags=tags, run_id=run_id) as run, _progress(console, setup.is_main) as bar:
@@ -224,6 +239,9 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
         if run is not None and start == 0:
             table = pd.DataFrame([{k: v for k, v in it.items() if k != "label"} for it in train])
             log_table_input(table, cfg.manifest, f"pretrain-{data_digest}", "pretrain")
+            log_metrics({"files_skipped": float(len(skipped))}, step=0)
+            if skipped:
+                log_artifact(out / "skipped.csv")
         task = bar.add_task("pretrain", total=total, completed=start * steps, epoch=start + 1, loss=float("nan"))
         for epoch in range(start, cfg.epochs):
             seed_epoch(cfg.seed, epoch, order, data.transform)
@@ -270,10 +288,17 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
             loss=float(np.mean(losses)),
             knn_auroc=knn,
             images_per_s=speed,
+            files_skipped=reason_counts(skipped),
         )
         if setup.is_main:
             result = _publish(model, result, cfg, fp, train[0])
     return result
+
+
+def _write_skipped(path: Path, skipped: list[SkippedFile]) -> None:
+    """The set-aside files (manifest output paths, which carry no patient identifier) and their reasons."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, pd.DataFrame([asdict(s) for s in skipped]).to_csv(index=False))
 
 
 def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: str, item: dict) -> PretrainResult:
@@ -305,6 +330,7 @@ def summary_table(result: PretrainResult) -> Table:
     rows = [
         ("method", result.method),
         ("training items", str(result.items)),
+        ("files skipped", ", ".join(f"{r} {n}" for r, n in result.files_skipped.items()) or "0"),
         ("dataset digest", result.dataset_digest),
         ("epochs", f"{result.epochs}" + (f" (resumed after {result.resumed_from})" if result.resumed_from else "")),
         ("final loss", f"{result.loss:.4f}"),

@@ -1,0 +1,63 @@
+"""Bad input never stops a run: every file a run will read is checked against its manifest row first.
+
+Between ingest and pretraining a volume can go missing, be cut short by a full disk, or be replaced by
+another file. Such items are set aside with a named reason and the run goes on with the rest; they would
+otherwise stop the cache fill (or, worse, train on the wrong voxels). The check reads each file once and
+compares its voxels with the digest ingest wrote into the manifest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import numpy as np
+
+from pipeline.ingest.nifti import voxel_digest
+from pipeline.ingest.reasons import Reason, describe
+from pipeline.pretrain.views import KEY
+
+
+@dataclass(frozen=True)
+class SkippedFile:
+    """One manifest file a run did not use; ``path`` is the manifest's (pseudonymised) output path."""
+
+    path: str
+    reason: Reason
+    detail: str
+
+
+def check_file(path: str, sha256: str | None) -> tuple[Reason, str] | None:
+    """None when ``path`` reads as a NIfTI whose stored voxels match ``sha256`` (when the manifest has one)."""
+    if not Path(path).is_file():
+        return Reason.MISSING_FILE, "the manifest lists it but the file is not there"
+    try:
+        stored = np.asarray(nib.load(path).dataobj.get_unscaled())
+    except Exception as exc:  # whatever the reader raises, the file is unusable: name it and go on
+        return Reason.CORRUPT_FILE, describe(exc, path)
+    if sha256 and voxel_digest(stored) != sha256:
+        return Reason.CHECKSUM_MISMATCH, "voxels differ from those ingest wrote (file changed or replaced)"
+    return None
+
+
+def screen(items: list[dict[str, Any]], root: Path, workers: int = 2) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+    """(usable items, skipped files): each distinct file is read once, however many slices of it are items."""
+    files = {it[KEY]: it.get("sha256") for it in items}
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # nibabel's gzip and hashlib release the GIL
+        verdicts = dict(zip(files, pool.map(check_file, files, files.values()), strict=True))
+    skipped = [
+        SkippedFile(Path(os.path.relpath(path, root)).as_posix(), *verdict)
+        for path, verdict in verdicts.items()
+        if verdict is not None
+    ]
+    return [it for it in items if verdicts[it[KEY]] is None], skipped
+
+
+def reason_counts(skipped: list[SkippedFile]) -> dict[str, int]:
+    """``{reason: files}``, most frequent first, for one-line reports and the stage's summary."""
+    return {str(reason): n for reason, n in Counter(s.reason for s in skipped).most_common()}
