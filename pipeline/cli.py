@@ -141,5 +141,55 @@ def pretrain(
     console.print(summary_table(result))
 
 
+@app.command()
+def finetune(
+    encoder: Annotated[
+        str | None,
+        typer.Option(help="models:/<name>-encoder@<method>, a path to encoder.pt, or scratch (finetune.encoder)."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet holding the images.")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Label CSV (path,label[,patient_id,group]); default: the labels stored at ingest."),
+    ] = None,
+    budget: Annotated[
+        str | None, typer.Option(help="Labels per class from the training part: Nshot, or P% (1%, 10%, 100%).")
+    ] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="linear (probe), full (fine-tune all), oneclass (normal labels only).")
+    ] = None,
+    seeds: Annotated[int | None, typer.Option(help="Repeats with other label draws; mean and sd reported.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for detector.pt and finetune.json.")] = None,
+    name: Annotated[str | None, typer.Option(help="Registry name prefix: <name>-detector.")] = None,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Few-label anomaly detection (normal vs abnormal) from an encoder, scored on held-out scans.
+
+    The labelled scans are split into training and validation parts (stratified; a patient or
+    near-duplicate group never on both sides); each repeat draws the budget from the training part. The
+    first repeat's detector is registered as <name>-detector with the alias challenger.
+    """
+    from pipeline.finetune.data import FinetuneDataError
+    from pipeline.finetune.run import run_finetune, summary_table
+    from pipeline.pretrain.rows import PretrainDataError
+
+    overrides = {
+        "finetune.encoder": encoder,
+        "finetune.manifest": str(manifest) if manifest else None,
+        "finetune.labels": str(labels) if labels else None,
+        "finetune.budget": budget,
+        "finetune.mode": mode,
+        "finetune.seeds": seeds,
+        "finetune.out": str(out) if out else None,
+        "finetune.name": name,
+        "tracking.enabled": False if no_tracking else None,
+    }
+    result = _run_stage(run_finetune, config, overrides, (FinetuneDataError, LabelsError, PretrainDataError))
+    console.print(summary_table(result))
+
+
 if __name__ == "__main__":
     app()

@@ -100,11 +100,38 @@ class PretrainConfig(_Strict):
     register_encoder: bool = True
 
 
+FinetuneMode = Literal["linear", "full", "oneclass"]
+
+
+class FinetuneConfig(_Strict):
+    encoder: str = "scratch"
+    manifest: Path | None = None
+    labels: Path | None = None
+    out: Path | None = None
+    budget: str = Field(default="100%", pattern=r"^(\d+(\.\d+)?%|\d+shot)$")
+    mode: FinetuneMode = "linear"
+    seeds: int = Field(default=3, ge=1)
+    seed: int = 0
+    val_fraction: float = Field(default=0.2, gt=0, lt=1)
+    linear_c: float = Field(default=1.0, gt=0)
+    epochs: int = Field(default=30, ge=1)
+    batch_size: int = Field(default=32, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
+    encoder_lr_factor: float = Field(default=0.1, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    oneclass_metric: Literal["knn", "mahalanobis"] = "knn"
+    oneclass_k: int = Field(default=5, ge=1)
+    device: str = "auto"
+    name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    register_detector: bool = True
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
 
 
 class ConfigError(ValueError):

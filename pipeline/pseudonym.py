@@ -20,16 +20,28 @@ KEY_ENV = "MEDSSL_PSEUDONYM_KEY"
 KEY_FILE = ".pseudonym_key"
 
 
-def resolve_key(configured: str | None, out_dir: Path) -> bytes:
-    """Return the pseudonym key: config, then environment, then a key file kept in ``out_dir``."""
+def read_key(configured: str | None, out_dir: Path) -> bytes | None:
+    """The pseudonym key an ingest output was made with: config, then environment, then its key file."""
     key = configured or os.environ.get(KEY_ENV)
     if key:
         return key.encode()
     path = out_dir / KEY_FILE
-    if not path.exists():
-        write_text(path, secrets.token_hex(32))
-        path.chmod(0o600)
+    return path.read_text(encoding="utf-8").strip().encode() if path.exists() else None
+
+
+def resolve_key(configured: str | None, out_dir: Path) -> bytes:
+    """Return the pseudonym key as ``read_key`` finds it, creating a random key file on first use."""
+    if (key := read_key(configured, out_dir)) is not None:
+        return key
+    path = out_dir / KEY_FILE
+    write_text(path, secrets.token_hex(32))
+    path.chmod(0o600)
     return path.read_text(encoding="utf-8").strip().encode()
+
+
+def image_key(key: bytes, path: str | Path) -> str:
+    """The manifest's ``series_key`` of a 2D image file: how a label CSV's path finds its ingested row."""
+    return pseudonym(key, "image|" + str(Path(path).resolve()))
 
 
 def pseudonym(key: bytes, value: str, length: int = 16) -> str:

@@ -75,11 +75,18 @@ def log_artifact(path: Path) -> None:
         mlflow.log_artifact(str(path))
 
 
-def log_encoder(
-    module: Any, example: Any, name: str, register: bool, tags: dict[str, str], alias: str | None = None
+def log_model(
+    module: Any,
+    example: Any,
+    artifact: str,
+    name: str,
+    register: bool,
+    tags: dict[str, str],
+    alias: str | None = None,
 ) -> str | None:
-    """Log an encoder (images -> features) as an MLflow PyTorch model and, with ``register``, register it
-    under ``name`` with ``tags`` on the version and ``alias`` pointing at it. Returns the URI to load it by.
+    """Log a module (an encoder: images -> features; a detector: images -> scores) as an MLflow PyTorch
+    model under ``artifact`` and, with ``register``, register it as ``name`` with ``tags`` on the version
+    and ``alias`` pointing at it. Returns the URI to load it by.
 
     The module is pickled with the ``models`` package as code, so it loads wherever torch and MONAI are
     installed; its requirements are pinned from this environment rather than inferred (slow and noisy).
@@ -100,7 +107,7 @@ def log_encoder(
     requirements = [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in ("torch", "monai", "einops", "numpy")]
     info = mlflow.pytorch.log_model(
         module,
-        name="encoder",
+        name=artifact,
         serialization_format="pickle",
         code_paths=[str(Path(models.__file__).parent)],
         signature=infer_signature(example, features),
@@ -117,3 +124,23 @@ def log_encoder(
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return f"models:/{name}/{version}"
+
+
+def load_model(uri: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
+    """A logged PyTorch model by URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``) and, for a
+    registered version, its tags (what it was trained on and how to feed it)."""
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    module = mlflow.pytorch.load_model(uri)
+    tags: dict[str, str] = {}
+    if uri.startswith("models:/"):
+        name, _, ref = uri.removeprefix("models:/").partition("@")
+        client = mlflow.MlflowClient()
+        if ref:
+            version = client.get_model_version_by_alias(name, ref)
+        else:
+            name, _, number = name.partition("/")
+            version = client.get_model_version(name, number)
+        tags = dict(version.tags)
+    return module, tags

@@ -33,7 +33,7 @@ from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
 from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest, stack_row
 from pipeline.labels import LabelRow, read_labels
-from pipeline.pseudonym import pseudonym, resolve_key
+from pipeline.pseudonym import image_key, pseudonym, resolve_key
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.parquet"
@@ -176,7 +176,7 @@ def _image_extra(
 ) -> dict[str, Any]:
     lab = labels.get(str(Path(h.path).resolve()))
     return {
-        "series_key": pseudonym(secret, "image|" + str(Path(h.path).resolve())),
+        "series_key": image_key(secret, h.path),
         "label": lab.label if lab else None,
         "patient": pseudonym(secret, lab.patient_id) if lab else "",
         "site": (lab.site if lab and lab.site else None) or site or "",

@@ -16,12 +16,12 @@ from torch import nn
 def embed_all(
     model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 64
 ) -> np.ndarray:
-    """L2-normalised embeddings of ``images`` (N, C, ...) from ``model.embed``, in eval mode."""
+    """L2-normalised embeddings of ``images`` (N, C, ...) from ``model.embed`` (an SSL method) or
+    ``model`` itself (an encoder), in eval mode."""
     was_training = model.training
     model.eval()
-    parts = [
-        model.embed(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)
-    ]
+    features = getattr(model, "embed", model)
+    parts = [features(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     model.train(was_training)
     return torch.nn.functional.normalize(torch.cat(parts), dim=1).numpy()
 

@@ -80,6 +80,19 @@ def digest(train: list[dict[str, Any]]) -> str:
     return h.hexdigest()[:16]
 
 
+def group_split(
+    rows: list[dict[str, Any]], fraction: float, seed: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(kept, held out) labelled rows: about ``fraction`` held out, stratified by label, and a ``group``
+    (patient, near-duplicate group, the slices of one scan) never on both sides."""
+    labels = np.array([it["label"] for it in rows])
+    if len(set(labels.tolist())) < 2:
+        return rows, []
+    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    keep, held = next(folds.split(np.zeros(len(rows)), labels, [it["group"] for it in rows]))
+    return [rows[i] for i in keep], [rows[i] for i in held]
+
+
 def knn_split(
     bank: list[dict[str, Any]], query: list[dict[str, Any]] | None, fraction: float, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -87,9 +100,4 @@ def knn_split(
     bank = [it for it in bank if it["label"] is not None]
     if query is not None:
         return bank, [it for it in query if it["label"] is not None]
-    labels = np.array([it["label"] for it in bank])
-    if len(set(labels.tolist())) < 2:
-        return bank, []
-    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
-    keep, held = next(folds.split(np.zeros(len(bank)), labels, [it["group"] for it in bank]))
-    return [bank[i] for i in keep], [bank[i] for i in held]
+    return group_split(bank, fraction, seed)

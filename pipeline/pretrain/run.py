@@ -37,8 +37,8 @@ from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkp
 from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
 from pipeline.pretrain.screen import SkippedFile, reason_counts, screen
-from pipeline.pretrain.views import KEY, centred, dataset, views
-from pipeline.tracking import log_artifact, log_encoder, log_metrics, log_table_input, stage_run
+from pipeline.pretrain.views import KEY, centred, dataset, load_fixed, views
+from pipeline.tracking import log_artifact, log_metrics, log_model, log_table_input, stage_run
 
 # Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
 _TRAINING_KEYS = ("method", "spatial_dims", "size", "volume_side", "slices_per_volume", "epochs", "batch_size")
@@ -96,10 +96,9 @@ class KnnMonitor:
     """Labelled bank and query images, loaded once with the fixed (centred) transform."""
 
     def __init__(self, bank: list[dict[str, Any]], query: list[dict[str, Any]], cfg: PretrainConfig, k: int) -> None:
-        fixed = centred(cfg.spatial_dims, cfg.size, cfg.volume_side)
 
         def load(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, np.ndarray]:
-            images = torch.stack([torch.as_tensor(fixed(dict(r))[KEY]).float() for r in rows])
+            images = load_fixed(rows, cfg.spatial_dims, cfg.size, cfg.volume_side)
             return images, np.array([r["label"] for r in rows])
 
         (self.bank, self.bank_y), (self.query, self.query_y) = load(bank), load(query)
@@ -304,6 +303,8 @@ def _write_skipped(path: Path, skipped: list[SkippedFile]) -> None:
 def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: str, item: dict) -> PretrainResult:
     """Save the encoder beside the checkpoint, log and register it, and write the stage's summary."""
     encoder = model.encoder.cpu().eval()
+    # What a later stage needs to feed it, carried by the module itself (file or registry alike).
+    encoder.input_spec = {"spatial_dims": cfg.spatial_dims, "size": cfg.size, "volume_side": cfg.volume_side}
     with atomic_path(result.encoder) as tmp:
         torch.save(encoder, tmp)
     example = np.asarray(centred(cfg.spatial_dims, cfg.size, cfg.volume_side)(dict(item))[KEY], np.float32)[None]
@@ -314,7 +315,7 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
         "input_size": str(cfg.size),
         "in_channels": "1",
     }
-    uri = log_encoder(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
+    uri = log_model(encoder, example, "encoder", f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
     summary.pop("skipped")

@@ -86,6 +86,12 @@ def centred(spatial_dims: int, size: int, volume_side: int = 128) -> Compose:
     return Compose([deterministic(spatial_dims, size, volume_side), CenterSpatialCropd(KEY, (size,) * spatial_dims)])
 
 
+def load_fixed(rows: Sequence[Mapping[str, Any]], spatial_dims: int, size: int, volume_side: int = 128) -> torch.Tensor:
+    """The ``centred`` input of every row, stacked (N, 1, size, ...): small labelled sets, held in memory."""
+    fixed = centred(spatial_dims, size, volume_side)
+    return torch.stack([torch.as_tensor(fixed(dict(r))[KEY]).float() for r in rows])
+
+
 def views(
     spatial_dims: int,
     size: int,

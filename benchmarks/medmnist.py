@@ -1,0 +1,55 @@
+"""MedMNIST npz splits as PNG files with a labels.csv per split, so they go through ``medssl ingest``
+like any folder of images.
+
+    .venv/bin/python benchmarks/medmnist.py ../shared/data/pneumoniamnist/pneumoniamnist_trainval.npz \\
+        data/sample/pneumoniamnist --per-class train=50,val=30
+
+wrote the bundled sample (the first 50 / 30 images of each class of train / val).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+
+def export(npz: Path, out: Path, per_class: dict[str, int | None]) -> dict[str, Path]:
+    """PNG files and labels.csv (``path,label``; 1 = abnormal) per split, written once; ``per_class``
+    keeps the first N images of each class of a split (None: all)."""
+    data = np.load(npz)
+    folders = {}
+    for split, limit in per_class.items():
+        folder = folders[split] = out / split
+        if (folder / "labels.csv").is_file():
+            continue
+        folder.mkdir(parents=True, exist_ok=True)
+        labels = data[f"{split}_labels"][:, 0]
+        keep = np.arange(len(labels))
+        if limit is not None:
+            keep = np.sort(np.concatenate([np.flatnonzero(labels == c)[:limit] for c in np.unique(labels)]))
+        rows = []
+        for i in keep:
+            name = f"{split}_{i:05d}.png"
+            Image.fromarray(data[f"{split}_images"][i]).save(folder / name)
+            rows.append({"path": name, "label": int(labels[i])})
+        pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+    return folders
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("npz", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--per-class", default="train=,val=", help="SPLIT=N,... (empty N: every image of the split)")
+    args = ap.parse_args()
+    per_class = {s: int(n) if n else None for s, n in (item.split("=") for item in args.per_class.split(","))}
+    for split, folder in export(args.npz, args.out, per_class).items():
+        print(split, folder, len(pd.read_csv(folder / "labels.csv")), "images")
+
+
+if __name__ == "__main__":
+    main()

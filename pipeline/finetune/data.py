@@ -1,0 +1,118 @@
+"""The labelled scans of a fine-tuning run: label CSV rows matched to manifest rows, the validation split,
+and the label budget drawn from the training part.
+
+A label CSV names original files (``path,label``); the manifest names pseudonymised outputs. They meet
+through the manifest's ``series_key``, which ingest derives from the file's path with the pseudonym key,
+so matching needs that key but never writes a path into an output.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from rich.console import Console
+
+from pipeline.labels import read_labels
+from pipeline.pretrain.rows import group_split, items, read_manifest
+from pipeline.pretrain.screen import reason_counts, screen
+from pipeline.pseudonym import image_key, pseudonym, read_key
+
+
+class FinetuneDataError(ValueError):
+    """Labels or a budget that cannot feed fine-tuning; the message says what is missing."""
+
+
+@dataclass(frozen=True)
+class Budget:
+    """How many labelled scans of each class a run may use: ``shots`` per class, or a ``fraction``."""
+
+    shots: int | None = None
+    fraction: float | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> Budget:
+        if m := re.fullmatch(r"(\d+)shot", spec):
+            return cls(shots=int(m[1]))
+        if (m := re.fullmatch(r"(\d+(?:\.\d+)?)%", spec)) and 0 < float(m[1]) <= 100:
+            return cls(fraction=float(m[1]) / 100)
+        raise FinetuneDataError(f"budget must be Nshot or P% (0 < P <= 100), got {spec!r}")
+
+    def count(self, available: int) -> int:
+        """Scans to draw from ``available`` of one class: at least one, at most all."""
+        wanted = self.shots if self.shots is not None else round(available * (self.fraction or 0))
+        return min(available, max(1, wanted))
+
+
+def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Console) -> pd.DataFrame:
+    """The manifest with ``label``, ``group`` and ``patient`` taken from the CSV (unmatched rows: no label)."""
+    by_key = {image_key(key, path): row for path, row in read_labels(labels).items()}
+    matched = manifest.series_key.isin(by_key.keys())
+    if not matched.any():
+        raise FinetuneDataError(
+            f"{labels}: none of its {len(by_key)} paths is an accepted row of the manifest "
+            "(were the images ingested, with the same pseudonym key?)"
+        )
+    if unmatched := len(by_key) - int(matched.sum()):
+        console.print(f"[yellow]{labels.name}: {unmatched} labelled path(s) are not accepted rows of the manifest[/]")
+    rows = [by_key.get(k) for k in manifest.series_key]
+    return manifest.assign(
+        label=[None if r is None else r.label for r in rows],
+        group=[None if r is None else r.group for r in rows],
+        patient=[None if r is None else pseudonym(key, r.patient_id) for r in rows],
+    )
+
+
+def labelled_items(
+    manifest: Path,
+    labels: Path | None,
+    pseudonym_key: str | None,
+    spatial_dims: int,
+    slices_per_volume: int,
+    console: Console,
+) -> list[dict[str, Any]]:
+    """Usable items (images, or slices of volumes) with a 0/1 label; ``voxels`` names the scan of each."""
+    rows = read_manifest(manifest)
+    if labels is not None:
+        key = read_key(pseudonym_key, manifest.parent)
+        if key is None:
+            raise FinetuneDataError(
+                f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
+                "or MEDSSL_PSEUDONYM_KEY as at ingest)"
+            )
+        rows = _attach_labels(rows, labels, key, console)
+    elif "label" not in rows.columns or rows.label.isna().all():
+        raise FinetuneDataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
+    candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
+    kept, skipped = screen(candidates, manifest.parent)
+    if skipped:
+        counts = ", ".join(f"{reason} {n}" for reason, n in reason_counts(skipped).items())
+        console.print(f"[yellow]finetune: skipped {len(skipped)} unusable file(s) ({counts})[/]")
+    classes = {it["label"] for it in kept}
+    if classes != {0, 1}:
+        raise FinetuneDataError(f"{manifest}: needs labelled normal (0) and abnormal (1) scans, has {sorted(classes)}")
+    return kept
+
+
+def split(labelled: list[dict[str, Any]], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation): stratified, and no patient or near-duplicate group on both sides."""
+    train, val = group_split(labelled, val_fraction, seed)
+    if {it["label"] for it in val} != {0, 1}:
+        raise FinetuneDataError(
+            "the validation split needs normal and abnormal scans: label more or raise val_fraction"
+        )
+    return train, val
+
+
+def draw(train: list[dict[str, Any]], budget: Budget, seed: int, classes: tuple[int, ...] = (0, 1)) -> list[dict]:
+    """The items of the scans a budget allows, drawn at random per class from the training part."""
+    rng = np.random.default_rng(seed)
+    chosen: set[str] = set()
+    for label in classes:
+        scans = sorted({it["voxels"] for it in train if it["label"] == label})
+        chosen.update(rng.choice(scans, size=budget.count(len(scans)), replace=False).tolist())
+    return [it for it in train if it["voxels"] in chosen]

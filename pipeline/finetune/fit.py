@@ -1,0 +1,100 @@
+"""Fitting a detector in each mode, on images already in memory (labelled sets are small).
+
+- linear: logistic regression (scikit-learn, balanced classes) on the frozen encoder's unit-length
+  features, copied into the ``Classifier`` head so the registered model is one torch module;
+- full: starts from that linear probe (LP-FT: the head does not wreck the features in its first steps)
+  and trains every weight, the encoder at ``encoder_lr_factor`` of the head's rate. BatchNorm keeps the
+  pretrained statistics: a batch of four labelled scans cannot estimate new ones;
+- oneclass: the normal training embeddings become the ``NormalBank``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from monai.transforms import Compose
+from sklearn.linear_model import LogisticRegression
+from torch import nn
+
+from models.detectors import Classifier, NormalBank
+from pipeline.config import FinetuneConfig
+from pipeline.pretrain.monitor import embed_all
+from pipeline.pretrain.views import KEY
+
+
+def fit_linear(
+    encoder: nn.Module,
+    feature_dim: int,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    c: float,
+    seed: int,
+    device: torch.device,
+) -> Classifier:
+    features = embed_all(encoder, images, device)
+    probe = LogisticRegression(C=c, class_weight="balanced", max_iter=5000, random_state=seed).fit(features, labels)
+    model = Classifier(encoder, feature_dim)
+    with torch.no_grad():
+        model.head.weight.copy_(torch.as_tensor(probe.coef_, dtype=torch.float32))
+        model.head.bias.copy_(torch.as_tensor(probe.intercept_, dtype=torch.float32))
+    return model
+
+
+def fit_full(
+    model: Classifier,
+    images: torch.Tensor,
+    labels: np.ndarray,
+    cfg: FinetuneConfig,
+    augment: Compose,
+    seed: int,
+    device: torch.device,
+    progress: Callable[[float], None] = lambda loss: None,
+) -> Classifier:
+    """Fine-tune ``model`` (a fitted linear probe) end to end for ``cfg.epochs`` passes."""
+    generator = torch.Generator().manual_seed(seed)
+    augment.set_random_state(seed)
+    model.to(device)
+    optimiser = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": cfg.lr * cfg.encoder_lr_factor},
+            {"params": model.head.parameters(), "lr": cfg.lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    target = torch.as_tensor(labels, dtype=torch.float32)
+    positives = float(target.sum())
+    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - positives) / positives, device=device))
+    steps = cfg.epochs * max(1, -(-len(images) // cfg.batch_size))
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
+    model.eval()  # BatchNorm statistics stay as pretrained; gradients still flow to every weight
+    for _ in range(cfg.epochs):
+        order = torch.randperm(len(images), generator=generator)
+        for batch in order.split(cfg.batch_size):
+            views = torch.stack([torch.as_tensor(augment({KEY: images[i]})[KEY]) for i in batch.tolist()])
+            loss = loss_fn(model(views.to(device)), target[batch].to(device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            schedule.step()
+            progress(float(loss))
+    return model.cpu()
+
+
+def fit_oneclass(
+    encoder: nn.Module, images: torch.Tensor, labels: np.ndarray, cfg: FinetuneConfig, device: torch.device
+) -> NormalBank:
+    """Only the normal images count: an abnormal label among the drawn ones is ignored by design."""
+    normals = images[torch.as_tensor(labels == 0)]
+    bank = torch.as_tensor(embed_all(encoder, normals, device))
+    return NormalBank(encoder.cpu(), bank, cfg.oneclass_k, cfg.oneclass_metric)
+
+
+@torch.no_grad()
+def score(detector: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 128) -> np.ndarray:
+    """Anomaly scores (higher: more likely abnormal) of ``images``, in eval mode."""
+    detector.to(device).eval()
+    parts = [detector(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
+    detector.cpu()
+    return torch.cat(parts).numpy()
