@@ -191,5 +191,63 @@ def finetune(
     console.print(summary_table(result))
 
 
+@app.command()
+def evaluate(
+    model: Annotated[
+        str | None, typer.Option(help="models:/<name>-detector@champion (or any model URI), or detector.pt.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Label CSV (path,label) of the images to score.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for metrics.json, scores.csv and roc.png.")
+    ] = None,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score labelled images a detector never saw: AUROC, AUPRC, sensitivity at 90/95 % specificity, 95 % CIs.
+
+    The images (PNG, JPEG) are ingested first, so they are read exactly as training images were.
+    """
+    from pipeline.evaluate.run import EvaluateError, run_evaluate, summary_table
+    from pipeline.ingest import IngestError
+
+    overrides = {
+        "evaluate.model": model,
+        "evaluate.labels": str(labels) if labels else None,
+        "evaluate.out": str(out) if out else None,
+        "tracking.enabled": False if no_tracking else None,
+    }
+    result = _run_stage(run_evaluate, config, overrides, (EvaluateError, LabelsError, IngestError, ClusterError))
+    console.print(summary_table(result))
+    console.print(f"Written: {result.out}/metrics.json, scores.csv, roc.png")
+
+
+@app.command()
+def promote(
+    name: Annotated[str | None, typer.Option(help="Registered detector (default medssl-detector).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Label CSV of the evaluation set both models are scored on.")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="AUROC the challenger must gain over the champion.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the evaluations and decision.json.")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Move @champion to @challenger only if it beats the champion on the same images by the margin."""
+    from pipeline.evaluate.run import EvaluateError
+    from pipeline.ingest import IngestError
+    from pipeline.promote import run_promote
+
+    overrides = {
+        "promote.name": name,
+        "promote.labels": str(labels) if labels else None,
+        "promote.margin": margin,
+        "promote.out": str(out) if out else None,
+    }
+    result = _run_stage(run_promote, config, overrides, (EvaluateError, LabelsError, IngestError, ClusterError))
+    verdict = "[green]promoted[/]" if result.promoted else "[yellow]not promoted[/]"
+    console.print(f"{verdict}: version {result.challenger_version} ({result.reason})")
+
+
 if __name__ == "__main__":
     app()

@@ -126,12 +126,30 @@ class FinetuneConfig(_Strict):
     register_detector: bool = True
 
 
+class EvaluateConfig(_Strict):
+    model: str | None = None
+    labels: Path | None = None
+    out: Path | None = None
+    ingested: Path | None = None
+    bootstrap: int = Field(default=1000, ge=0)
+    seed: int = 0
+
+
+class PromoteConfig(_Strict):
+    name: str = Field(default="medssl-detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    labels: Path | None = None
+    out: Path | None = None
+    margin: float = Field(default=0.01, ge=0)
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    promote: PromoteConfig = Field(default_factory=PromoteConfig)
 
 
 class ConfigError(ValueError):

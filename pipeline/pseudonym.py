@@ -44,6 +44,11 @@ def image_key(key: bytes, path: str | Path) -> str:
     return pseudonym(key, "image|" + str(Path(path).resolve()))
 
 
+def file_key(key: bytes, path: str | Path) -> str:
+    """The ``series_key`` of a file rejected on its own (unreadable, not an image): how it is found again."""
+    return pseudonym(key, "file|" + str(Path(path).resolve()))
+
+
 def pseudonym(key: bytes, value: str, length: int = 16) -> str:
     """Keyed hash of ``value``; empty input stays empty so that 'unknown' is not mistaken for a person."""
     if not value:

@@ -126,11 +126,19 @@ def log_model(
     return f"models:/{name}/{version}"
 
 
-def load_model(uri: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
-    """A logged PyTorch model by URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``) and, for a
-    registered version, its tags (what it was trained on and how to feed it)."""
+def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
+    """A PyTorch module by MLflow URI (``models:/name@alias``, ``models:/name/3``, ``runs:/...``) or file path
+    (a ``torch.save``d module), and for a registered version its tags (what it was trained on, how to feed it).
+    """
+    if ":/" not in ref:
+        import torch
+
+        if not Path(ref).is_file():
+            raise FileNotFoundError(f"model not found: {ref} (give models:/..., runs:/... or a .pt path)")
+        return torch.load(ref, map_location="cpu", weights_only=False), {}
     import mlflow
 
+    uri = ref
     mlflow.set_tracking_uri(tracking_uri(cfg))
     module = mlflow.pytorch.load_model(uri)
     tags: dict[str, str] = {}
@@ -144,3 +152,22 @@ def load_model(uri: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
             version = client.get_model_version(name, number)
         tags = dict(version.tags)
     return module, tags
+
+
+def alias_version(name: str, alias: str, cfg: TrackingConfig) -> str | None:
+    """The version of registered model ``name`` that ``alias`` points at, or None (no model, no alias)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str, cfg: TrackingConfig) -> None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    mlflow.MlflowClient().set_registered_model_alias(name, alias, version)

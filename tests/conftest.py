@@ -17,6 +17,8 @@ from pipeline.ingest import IngestResult, run_ingest
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
+PNEUMONIA = SAMPLE / "pneumoniamnist"  # 28x28 pediatric chest X-rays, train and val, with labels.csv each
+TINY_ENCODER = {"widths": [8, 16, 32, 64], "layers": [1, 1, 1, 1]}
 # MEDSSL_SHARED_DATA=/nonexistent runs the suite as a checkout without ../shared would.
 SHARED = Path(os.environ.get("MEDSSL_SHARED_DATA", ROOT.parent / "shared" / "data"))
 HAS_SHARED = SHARED.is_dir()
@@ -90,3 +92,30 @@ def sample_manifest(tmp_path_factory, dask_scheduler):
     result = run_ingest(cfg, Console(file=open(os.devnull, "w")))  # noqa: SIM115
     manifest = pd.read_parquet(result.manifest)
     return out, manifest[manifest.status == "accepted"]
+
+
+@pytest.fixture(scope="session")
+def pneumonia_manifest(tmp_path_factory, dask_scheduler) -> Path:
+    """The sample's PneumoniaMNIST train and val images, ingested without labels (label CSVs come later)."""
+    out = tmp_path_factory.mktemp("pneumonia")
+    run_ingest(make_config([PNEUMONIA], out, dask_scheduler), Console(file=open(os.devnull, "w")))  # noqa: SIM115
+    return out / "manifest.parquet"
+
+
+def finetune_config(ingested: Path, out: Path, store: str | None = None, **finetune: Any) -> Config:
+    """Finetune settings for the tiny encoder on the PneumoniaMNIST sample (train labels), 2 repeats."""
+    overrides = {
+        "finetune.manifest": str(ingested),
+        "finetune.labels": str(PNEUMONIA / "train" / "labels.csv"),
+        "finetune.out": str(out),
+        "finetune.val_fraction": 0.3,
+        "finetune.seeds": 2,
+        "finetune.epochs": 3,
+        "ingest.pseudonym_key": TEST_KEY,
+        "pretrain.size": 28,
+        "pretrain.encoder": TINY_ENCODER,
+        "tracking.enabled": store is not None,
+        "tracking.uri": store,
+    }
+    overrides.update({f"finetune.{k}": v for k, v in finetune.items()})
+    return load_config(None, overrides)

@@ -12,20 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import SAMPLE, TEST_KEY, make_config
+from conftest import TINY_ENCODER, finetune_config
 from rich.console import Console
 
 from pipeline.config import load_config
 from pipeline.finetune.data import Budget, FinetuneDataError, draw, split
 from pipeline.finetune.fit import score
 from pipeline.finetune.run import run_finetune
-from pipeline.ingest import run_ingest
 from pipeline.pretrain.run import run_pretrain
 from pipeline.pretrain.views import load_fixed
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
-PNEUMONIA = SAMPLE / "pneumoniamnist"
-TINY_ENCODER = {"widths": [8, 16, 32, 64], "layers": [1, 1, 1, 1]}
 
 
 @pytest.fixture(scope="module")
@@ -34,11 +31,8 @@ def store(tmp_path_factory) -> str:
 
 
 @pytest.fixture(scope="module")
-def ingested(tmp_path_factory, dask_scheduler) -> Path:
-    """The sample's PneumoniaMNIST train and val images, ingested without labels: the CSV comes later."""
-    out = tmp_path_factory.mktemp("pneumonia")
-    run_ingest(make_config([PNEUMONIA], out, dask_scheduler), QUIET)
-    return out / "manifest.parquet"
+def ingested(pneumonia_manifest) -> Path:
+    return pneumonia_manifest
 
 
 @pytest.fixture(scope="module")
@@ -64,26 +58,8 @@ def encoder_uri(ingested, store, tmp_path_factory) -> str:
     return "models:/medssl-encoder@simclr"
 
 
-def _config(ingested: Path, out: Path, store: str | None = None, **finetune):
-    overrides = {
-        "finetune.manifest": str(ingested),
-        "finetune.labels": str(PNEUMONIA / "train" / "labels.csv"),
-        "finetune.out": str(out),
-        "finetune.val_fraction": 0.3,
-        "finetune.seeds": 2,
-        "finetune.epochs": 3,
-        "ingest.pseudonym_key": TEST_KEY,
-        "pretrain.size": 28,
-        "pretrain.encoder": TINY_ENCODER,
-        "tracking.enabled": store is not None,
-        "tracking.uri": store,
-    }
-    overrides.update({f"finetune.{k}": v for k, v in finetune.items()})
-    return load_config(None, overrides)
-
-
 def test_sixteen_labels_per_class_on_a_pretrained_encoder_flag_pneumonia(ingested, encoder_uri, store, tmp_path):
-    result = run_finetune(_config(ingested, tmp_path, store, encoder=encoder_uri, budget="16shot"), QUIET)
+    result = run_finetune(finetune_config(ingested, tmp_path, store, encoder=encoder_uri, budget="16shot"), QUIET)
     assert result.labels_used == [32, 32]  # 16 normal + 16 pneumonia scans per repeat
     assert result.labelled == 100 and 25 <= result.validation_scans <= 35
     assert result.mean > 0.75, result.val_auroc
@@ -107,13 +83,13 @@ def _volumes(manifest: Path) -> list[Path]:
 
 
 def test_full_finetuning_from_scratch_beats_chance(ingested, tmp_path):
-    result = run_finetune(_config(ingested, tmp_path, mode="full", budget="50%", seeds=1), QUIET)
+    result = run_finetune(finetune_config(ingested, tmp_path, mode="full", budget="50%", seeds=1), QUIET)
     assert result.encoder == "scratch" and 30 <= result.labels_used[0] <= 36  # half of each class of ~67
     assert result.mean > 0.7, result.val_auroc
 
 
 def test_one_class_mode_needs_only_normal_labels(ingested, encoder_uri, store, tmp_path):
-    result = run_finetune(_config(ingested, tmp_path, store, encoder=encoder_uri, mode="oneclass"), QUIET)
+    result = run_finetune(finetune_config(ingested, tmp_path, store, encoder=encoder_uri, mode="oneclass"), QUIET)
     # Every normal scan of the training part (50 normals less those in validation), no abnormal one.
     assert result.labels_used[0] == result.labels_used[1] and 30 <= result.labels_used[0] < 50
     assert result.mean > 0.6, result.val_auroc
@@ -147,8 +123,8 @@ def test_bad_labels_and_encoders_are_named(ingested, tmp_path):
     stranger = tmp_path / "labels.csv"
     pd.DataFrame({"path": ["elsewhere.png"], "label": [1]}).to_csv(stranger, index=False)
     with pytest.raises(FinetuneDataError, match="none of its 1 paths is an accepted row"):
-        run_finetune(_config(ingested, tmp_path, labels=str(stranger)), QUIET)
+        run_finetune(finetune_config(ingested, tmp_path, labels=str(stranger)), QUIET)
     with pytest.raises(FinetuneDataError, match="no labelled rows"):
-        run_finetune(_config(ingested, tmp_path, labels=None), QUIET)
-    with pytest.raises(FinetuneDataError, match="encoder not found"):
-        run_finetune(_config(ingested, tmp_path, encoder=str(tmp_path / "none.pt")), QUIET)
+        run_finetune(finetune_config(ingested, tmp_path, labels=None), QUIET)
+    with pytest.raises(FinetuneDataError, match="encoder: model not found"):
+        run_finetune(finetune_config(ingested, tmp_path, encoder=str(tmp_path / "none.pt")), QUIET)

@@ -78,13 +78,10 @@ def load_encoder(config: Config, seed: int) -> tuple[nn.Module, InputSpec]:
     if ref == "scratch":
         torch.manual_seed(seed)
         return build_encoder(pre.spatial_dims, 1, pre.encoder.widths, pre.encoder.layers)[0], fallback
-    tags: dict[str, str] = {}
-    if ":/" in ref:
+    try:
         module, tags = load_model(ref, config.tracking)
-    elif Path(ref).is_file():
-        module = torch.load(ref, map_location="cpu", weights_only=False)
-    else:
-        raise FinetuneDataError(f"encoder not found: {ref} (give models:/..., a path to encoder.pt, or scratch)")
+    except FileNotFoundError as exc:
+        raise FinetuneDataError(f"encoder: {exc}; or finetune from scratch") from None
     spec = getattr(module, "input_spec", None)
     if spec:
         return module, InputSpec(**spec)

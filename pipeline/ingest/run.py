@@ -33,7 +33,7 @@ from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
 from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest, stack_row
 from pipeline.labels import LabelRow, read_labels
-from pipeline.pseudonym import image_key, pseudonym, resolve_key
+from pipeline.pseudonym import file_key, image_key, pseudonym, resolve_key
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.parquet"
@@ -236,7 +236,7 @@ def _plan_work(
         return [pseudonym(secret, p) for p in paths]
 
     for rej in (r for r in records if isinstance(r, FileRejection)):
-        key = pseudonym(secret, "file|" + str(Path(rej.path).resolve()))
+        key = file_key(secret, rej.path)
         digest = input_digest([(rej.path, rej.size, rej.mtime_ns)], settings)
         work.inputs[key] = hashed([rej.path])
         if fresh(key, digest):

@@ -49,8 +49,9 @@ def _slice_indices(depth: int, count: int) -> list[int]:
 
 def items(manifest: pd.DataFrame, root: Path, spatial_dims: int, slices_per_volume: int) -> list[dict[str, Any]]:
     """Training items: ``image`` (absolute NIfTI path), ``modality``, ``slice`` (or None), ``label``,
-    ``group`` (patient or near-duplicate group, so one group stays on one side of a split), ``voxels`` (what
-    the digest names) and ``sha256`` (the manifest's voxel digest, which the screen checks files against)."""
+    ``group`` (patient or near-duplicate group, so one group stays on one side of a split), ``scan`` (the
+    manifest row's key), ``voxels`` (what the digest names: equal images share it) and ``sha256`` (the
+    manifest's voxel digest, which the screen checks files against)."""
     out = []
     for row in manifest.to_dict("records"):
         depth = _depth(row["shape"])
@@ -59,6 +60,7 @@ def items(manifest: pd.DataFrame, root: Path, spatial_dims: int, slices_per_volu
             "modality": str(row["modality"] or ""),
             "label": None if pd.isna(row.get("label")) else int(row["label"]),
             "group": str(row.get("group") or row.get("patient") or row.get("series_key") or row["output_path"]),
+            "scan": str(row.get("series_key") or row["output_path"]),
             "voxels": str(row.get("voxel_sha256") or row["output_path"]),
             "sha256": None if pd.isna(row.get("voxel_sha256")) else str(row["voxel_sha256"]),
             "slice": None,

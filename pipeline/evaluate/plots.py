@@ -1,0 +1,45 @@
+"""Figures people would rather look at than read: ROC curves, and AUROC against the number of labels."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
+from sklearn.metrics import roc_curve
+
+from pipeline.atomic import atomic_path
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png")
+    return path
+
+
+def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Path, title: str) -> Path:
+    """One ROC curve per entry of ``curves``: ``{name: (labels, scores, auroc)}``."""
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.subplots()
+    for name, (labels, scores, auroc) in curves.items():
+        fpr, tpr, _ = roc_curve(labels, scores)
+        ax.plot(fpr, tpr, label=f"{name} (AUROC {auroc:.3f})")
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1)
+    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title=title, xlim=(0, 1), ylim=(0, 1.01))
+    ax.legend(loc="lower right", fontsize=8)
+    return _save(fig, path)
+
+
+def label_efficiency_png(series: Mapping[str, Sequence[tuple[int, float, float]]], path: Path, title: str) -> Path:
+    """AUROC (mean ± sd over seeds) against labels used, one line per encoder: ``{name: [(n, mean, sd)]}``."""
+    fig = Figure(figsize=(5.5, 4))
+    ax = fig.subplots()
+    for name, points in series.items():
+        n, mean, sd = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
+        ax.errorbar(n, mean, yerr=sd, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set(xlabel="labelled scans used (log scale)", ylabel="AUROC", title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

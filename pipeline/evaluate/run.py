@@ -1,0 +1,183 @@
+"""The evaluate stage: how good a detector is on labelled images it never saw, with intervals.
+
+The images the label CSV lists go through ``ingest`` first (into ``out/ingested``), so they are read,
+oriented and scaled exactly as the training images were; then the detector scores each scan (the mean over
+its slices for a volume). Outputs: ``metrics.json`` (AUROC, AUPRC, sensitivity at 90 % and 95 %
+specificity, bootstrap 95 % intervals, and what could not be scored and why), ``scores.csv`` (path as the
+CSV gives it, label, score) and ``roc.png``. MLflow gets the metrics, the JSON and the PNG; ``scores.csv``
+stays local, since the CSV's paths are the user's own and can carry identifiers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from pipeline.atomic import write_text
+from pipeline.config import Config
+from pipeline.device import resolve
+from pipeline.evaluate.metrics import bootstrap
+from pipeline.evaluate.plots import roc_png
+from pipeline.finetune.fit import score
+from pipeline.ingest import run_ingest
+from pipeline.ingest.reasons import Reason
+from pipeline.labels import read_labels
+from pipeline.pretrain.rows import items, read_manifest
+from pipeline.pretrain.screen import screen
+from pipeline.pretrain.views import load_fixed
+from pipeline.pseudonym import file_key, image_key, read_key
+from pipeline.tracking import load_model, log_artifact, log_metrics, stage_run
+
+
+class EvaluateError(ValueError):
+    """A model or label set that cannot be evaluated; the message says why."""
+
+
+@dataclass(frozen=True)
+class EvaluateResult:
+    out: Path
+    model: str
+    scans: int
+    normal: int
+    abnormal: int
+    metrics: dict[str, dict[str, float]]
+    not_scored: dict[str, int] = field(default_factory=dict)
+    run_id: str | None = None
+
+
+def _input_spec(model: nn.Module, tags: dict[str, str]) -> dict[str, int]:
+    spec = getattr(model, "input_spec", None)
+    if spec:
+        return spec
+    if "input_size" in tags:
+        return {"spatial_dims": int(tags["spatial_dims"]), "size": int(tags["input_size"]), "volume_side": 128}
+    raise EvaluateError("the model does not say what input it takes (no input_spec, no input_size tag)")
+
+
+def _ingest(config: Config, out: Path, paths: list[str], labels: Path, console: Console) -> Path:
+    """The CSV's images through the ingest stage, into ``evaluate.ingested`` or ``out/ingested`` (a re-run, or
+    a second model on the same images, converts only what changed)."""
+    inner = config.model_copy(deep=True)
+    inner.ingest.sources = [Path(p) for p in paths]
+    inner.ingest.out = config.evaluate.ingested or out / "ingested"
+    inner.ingest.labels = [labels]
+    inner.tracking.enabled = False  # one MLflow run per evaluation: this stage's
+    return run_ingest(inner, console).manifest
+
+
+def scan_scores(
+    model: nn.Module, rows: pd.DataFrame, root: Path, spec: dict[str, int], slices: int, device: torch.device
+) -> pd.DataFrame:
+    """One row per scan (manifest ``series_key``): its label and mean score over its items (volume slices)."""
+    found = [it for it in items(rows, root, spec["spatial_dims"], slices) if it["label"] is not None]
+    usable, _ = screen(found, root)
+    if not usable:
+        return pd.DataFrame(columns=["scan", "label", "score"])
+    images = load_fixed(usable, spec["spatial_dims"], spec["size"], spec.get("volume_side", 128))
+    table = pd.DataFrame({"scan": [it["scan"] for it in usable], "label": [it["label"] for it in usable]})
+    table["score"] = score(model, images, device)
+    return table.groupby("scan", as_index=False).agg(label=("label", "first"), score=("score", "mean"))
+
+
+def run_evaluate(config: Config, console: Console) -> EvaluateResult:
+    """Score every labelled image of ``evaluate.labels`` with ``evaluate.model``; write and log the metrics."""
+    cfg = config.evaluate
+    if cfg.model is None or cfg.labels is None:
+        raise EvaluateError("evaluate needs a model (--model) and a label CSV (--labels)")
+    try:
+        model, tags = load_model(cfg.model, config.tracking)
+    except FileNotFoundError as exc:
+        raise EvaluateError(str(exc)) from None
+    spec = _input_spec(model, tags)
+    listed = {path: row.label for path, row in read_labels(cfg.labels).items() if row.label is not None}
+    if not listed:
+        raise EvaluateError(f"{cfg.labels}: no row with a 0/1 label")
+    out = cfg.out or cfg.labels.parent / "evaluation"
+    present = sorted(p for p in listed if Path(p).exists())
+    if not present:
+        raise EvaluateError(f"{cfg.labels}: none of the listed images exists")
+    manifest = _ingest(config, out, present, cfg.labels, console)
+    secret = config.ingest.pseudonym_key
+    key = read_key(secret.get_secret_value() if secret else None, manifest.parent) or b""
+    rows = pd.read_parquet(manifest)
+    device = resolve(config.finetune.device).device
+    scored = scan_scores(
+        model, read_manifest(manifest), manifest.parent, spec, config.pretrain.slices_per_volume, device
+    )
+    by_scan = scored.set_index("scan")
+    reasons = dict(zip(rows.series_key, rows.reason, strict=True))
+    table, missing = [], Counter()
+    for path, label in listed.items():
+        scan = image_key(key, path)
+        if not Path(path).exists():
+            missing[str(Reason.MISSING_FILE)] += 1
+        elif scan in by_scan.index:
+            table.append({"path": _as_listed(path, cfg.labels), "label": label, "score": float(by_scan.score[scan])})
+        else:
+            missing[reasons.get(scan) or reasons.get(file_key(key, path)) or "NOT_INGESTED"] += 1
+    if missing:
+        console.print(f"[yellow]not scored: {', '.join(f'{r} {n}' for r, n in missing.most_common())}[/]")
+    scores = pd.DataFrame(table, columns=["path", "label", "score"])
+    labels, values = scores.label.to_numpy(), scores.score.to_numpy()
+    if set(labels.tolist()) != {0, 1}:
+        raise EvaluateError(f"{cfg.labels}: the scored images need both normal (0) and abnormal (1) labels")
+    result = EvaluateResult(
+        out=out,
+        model=cfg.model,
+        scans=len(scores),
+        normal=int((labels == 0).sum()),
+        abnormal=int((labels == 1).sum()),
+        metrics=bootstrap(labels, values, cfg.bootstrap, cfg.seed),
+        not_scored=dict(missing.most_common()),
+    )
+    with stage_run(config, "evaluate", tags={"medssl.model": cfg.model}) as run:
+        result = replace(result, run_id=run.info.run_id if run else None)
+        write_text(out / "scores.csv", scores.to_csv(index=False))
+        write_text(out / "metrics.json", json.dumps(_summary(result), indent=2))
+        auroc = result.metrics["auroc"]["value"]
+        title = f"{cfg.labels.parent.name}/{cfg.labels.name}: {len(scores)} scans"
+        roc_png({Path(cfg.model).name: (labels, values, auroc)}, out / "roc.png", title)
+        log_metrics({name: m["value"] for name, m in result.metrics.items()})
+        log_artifact(out / "metrics.json")
+        log_artifact(out / "roc.png")
+    return result
+
+
+def _as_listed(path: str, csv: Path) -> str:
+    """The path as the CSV would write it: relative to the CSV's folder when it lies below it."""
+    try:
+        return str(Path(path).relative_to(csv.parent.resolve()))
+    except ValueError:
+        return path
+
+
+def _summary(result: EvaluateResult) -> dict[str, Any]:
+    return {
+        "model": result.model,
+        "scans": result.scans,
+        "normal": result.normal,
+        "abnormal": result.abnormal,
+        "metrics": result.metrics,
+        "not_scored": result.not_scored,
+        "mlflow_run_id": result.run_id,
+    }
+
+
+def summary_table(result: EvaluateResult) -> Table:
+    table = Table(title=f"evaluate: {result.scans} scans ({result.normal} normal, {result.abnormal} abnormal)")
+    for column in ("metric", "value", "95 % CI"):
+        table.add_column(column, justify="right" if column != "metric" else "left")
+    for name, m in result.metrics.items():
+        table.add_row(name.replace("_", " "), f"{m['value']:.3f}", f"{m['ci_low']:.3f} - {m['ci_high']:.3f}")
+    if result.not_scored:
+        table.add_row("not scored", ", ".join(f"{r} {n}" for r, n in result.not_scored.items()), "")
+    return table

@@ -1,0 +1,85 @@
+"""The promote stage: the champion/challenger gate of the model registry.
+
+``finetune`` registers every new detector as ``<name>@challenger``. Here both the challenger and the current
+``@champion`` are evaluated on the same labelled images (ones neither was trained on), and the champion
+alias moves to the challenger only when its AUROC is higher by at least ``promote.margin``. With no
+champion yet, the challenger becomes the first one. The decision, both evaluations and the reason are
+written to ``decision.json`` and logged as one MLflow run, so every alias move can be traced.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from rich.console import Console
+
+from pipeline.atomic import write_text
+from pipeline.config import Config
+from pipeline.evaluate.run import EvaluateError, run_evaluate
+from pipeline.tracking import alias_version, log_artifact, log_metrics, set_alias, stage_run
+
+CHAMPION, CHALLENGER = "champion", "challenger"
+
+
+@dataclass(frozen=True)
+class PromoteResult:
+    promoted: bool
+    reason: str
+    challenger_version: str
+    champion_version: str | None
+    challenger_auroc: float
+    champion_auroc: float | None
+    margin: float
+
+
+def _auroc(config: Config, name: str, version: str, out: Path, console: Console) -> float:
+    evaluate = config.evaluate.model_copy(
+        update={
+            "model": f"models:/{name}/{version}",
+            "labels": config.promote.labels,
+            "out": out / f"v{version}",
+            "ingested": out / "ingested",
+        }
+    )
+    result = run_evaluate(config.model_copy(update={"evaluate": evaluate}), console)
+    return result.metrics["auroc"]["value"]
+
+
+def decide(challenger: float, champion: float | None, margin: float) -> tuple[bool, str]:
+    """Promote or not, and why, in words that go into the log."""
+    if champion is None:
+        return True, "no champion yet: the challenger becomes the first"
+    if challenger >= champion + margin:
+        return True, f"challenger AUROC {challenger:.4f} >= champion {champion:.4f} + margin {margin}"
+    return False, f"challenger AUROC {challenger:.4f} < champion {champion:.4f} + margin {margin}"
+
+
+def run_promote(config: Config, console: Console) -> PromoteResult:
+    cfg = config.promote
+    if cfg.labels is None:
+        raise EvaluateError("promote needs the label CSV of an evaluation set (--labels)")
+    challenger = alias_version(cfg.name, CHALLENGER, config.tracking)
+    if challenger is None:
+        raise EvaluateError(f"no {cfg.name}@{CHALLENGER} in the registry: run medssl finetune first")
+    champion = alias_version(cfg.name, CHAMPION, config.tracking)
+    out = cfg.out or cfg.labels.parent / "promotion"
+    if champion == challenger:
+        return PromoteResult(
+            False, "the challenger is already the champion", challenger, champion, float("nan"), None, cfg.margin
+        )
+    challenger_auroc = _auroc(config, cfg.name, challenger, out, console)
+    champion_auroc = None if champion is None else _auroc(config, cfg.name, champion, out, console)
+    promoted, reason = decide(challenger_auroc, champion_auroc, cfg.margin)
+    result = PromoteResult(promoted, reason, challenger, champion, challenger_auroc, champion_auroc, cfg.margin)
+    tags = {"medssl.decision": "promoted" if promoted else "refused", "medssl.challenger_version": challenger}
+    with stage_run(config, "promote", tags=tags):
+        if promoted:
+            set_alias(cfg.name, CHAMPION, challenger, config.tracking)
+        write_text(out / "decision.json", json.dumps(asdict(result), indent=2))
+        log_metrics({"challenger_auroc": challenger_auroc, "promoted": float(promoted)})
+        if champion_auroc is not None:
+            log_metrics({"champion_auroc": champion_auroc})
+        log_artifact(out / "decision.json")
+    return result

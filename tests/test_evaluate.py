@@ -1,0 +1,125 @@
+"""evaluate and promote on real chest X-rays: metrics with intervals, scores and a ROC figure for images the
+detector never saw (unscorable rows named, not dropped); the champion alias moves only to a better model."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import PNEUMONIA, TEST_KEY, finetune_config
+from rich.console import Console
+
+from pipeline.config import load_config
+from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
+from pipeline.evaluate.run import EvaluateError, run_evaluate
+from pipeline.finetune.run import run_finetune
+from pipeline.promote import decide, run_promote
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+VAL = PNEUMONIA / "val" / "labels.csv"
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow')}/mlflow.db"
+
+
+@pytest.fixture(scope="module")
+def detector(pneumonia_manifest, store, tmp_path_factory) -> str:
+    """A linear probe on an untrained tiny encoder with 16 labels per class: registered, challenger."""
+    cfg = finetune_config(pneumonia_manifest, tmp_path_factory.mktemp("ft"), store, budget="16shot", seeds=1)
+    return run_finetune(cfg, QUIET).model_uri
+
+
+def _evaluate_config(store: str, model: str, labels: Path, out: Path, **extra):
+    overrides = {
+        "evaluate.model": model,
+        "evaluate.labels": str(labels),
+        "evaluate.out": str(out),
+        "evaluate.bootstrap": 200,
+        "ingest.pseudonym_key": TEST_KEY,
+        "dask.workers": 1,
+        "tracking.uri": store,
+        **extra,
+    }
+    return load_config(None, overrides)
+
+
+def test_evaluate_writes_metrics_with_intervals_scores_and_a_roc_figure(detector, store, tmp_path):
+    labels = pd.read_csv(VAL)
+    labels["path"] = [str(PNEUMONIA / "val" / p) for p in labels.path]
+    (tmp_path / "notes.txt").write_text("not an image")
+    extra = pd.DataFrame({"path": [str(tmp_path / "gone.png"), str(tmp_path / "notes.txt")], "label": [1, 0]})
+    csv = tmp_path / "labels.csv"
+    pd.concat([labels, extra]).to_csv(csv, index=False)
+
+    result = run_evaluate(_evaluate_config(store, detector, csv, tmp_path / "eval"), QUIET)
+    assert (result.scans, result.normal, result.abnormal) == (60, 30, 30)
+    assert sum(result.not_scored.values()) == 2 and "NOT_AN_IMAGE" in result.not_scored
+    auroc = result.metrics["auroc"]
+    assert auroc["value"] > 0.7 and auroc["ci_low"] <= auroc["value"] <= auroc["ci_high"]
+    assert set(result.metrics) == {"auroc", "auprc", "sensitivity_at_90_specificity", "sensitivity_at_95_specificity"}
+
+    scores = pd.read_csv(tmp_path / "eval" / "scores.csv")
+    assert len(scores) == 60 and set(scores.label) == {0, 1}
+    assert json.loads((tmp_path / "eval" / "metrics.json").read_text())["metrics"]["auroc"] == auroc
+    assert (tmp_path / "eval" / "roc.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    client = mlflow.MlflowClient()
+    assert client.get_run(result.run_id).data.metrics["auroc"] == pytest.approx(auroc["value"])
+    logged = {a.path for a in client.list_artifacts(result.run_id)}
+    assert logged == {"metrics.json", "roc.png"}  # scores.csv holds the user's paths: it stays local
+
+
+def test_metrics_on_a_known_ranking():
+    labels = np.array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1])
+    scores = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.85, 0.99, 0.97, 0.3])
+    # At specificity >= 0.9 one normal may score above the threshold: 0.99, 0.97 (and 0.95 normal) -> 2/4.
+    assert sensitivity_at(labels, scores, 0.90) == 0.5
+    assert point_metrics(labels, scores)["auroc"] == pytest.approx((8 + 10 + 10 + 2.5) / 40)  # the 0.3 tie counts half
+    ci = bootstrap(labels, scores, resamples=300, seed=1)["auroc"]
+    assert ci["ci_low"] < ci["value"] < ci["ci_high"]
+    with pytest.raises(ValueError, match=r"normal .* and abnormal"):
+        bootstrap(np.zeros(4), np.arange(4.0))
+
+
+def test_the_first_challenger_becomes_champion_and_a_worse_one_is_refused(pneumonia_manifest, store, tmp_path):
+    name = "gate-detector"
+    promote = {"promote.name": name, "promote.labels": str(VAL), "promote.out": str(tmp_path / "p")}
+    cfg = _evaluate_config(store, "unused", VAL, tmp_path, **promote)
+    with pytest.raises(EvaluateError, match="no gate-detector@challenger"):
+        run_promote(cfg, QUIET)
+
+    def register(labels: Path, tag: str) -> None:
+        run_finetune(
+            finetune_config(
+                pneumonia_manifest, tmp_path / tag, store, labels=str(labels), seeds=1, budget="16shot", name="gate"
+            ),
+            QUIET,
+        )
+
+    register(PNEUMONIA / "train" / "labels.csv", "good")
+    first = run_promote(cfg, QUIET)
+    assert first.promoted and first.champion_version is None and "first" in first.reason
+
+    flipped = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
+    flipped["path"] = [str(PNEUMONIA / "train" / p) for p in flipped.path]
+    flipped["label"] = 1 - flipped.label  # trained to call pneumonia normal: a worse model by construction
+    flipped.to_csv(tmp_path / "flipped.csv", index=False)
+    register(tmp_path / "flipped.csv", "bad")
+    second = run_promote(cfg, QUIET)
+    assert not second.promoted and second.challenger_auroc < second.champion_auroc
+    client = mlflow.MlflowClient()
+    assert str(client.get_model_version_by_alias(name, "champion").version) == first.challenger_version
+    decision = json.loads((tmp_path / "p" / "decision.json").read_text())
+    assert decision["promoted"] is False and decision["challenger_version"] == second.challenger_version
+
+
+def test_the_margin_is_part_of_the_rule():
+    assert decide(0.90, None, 0.01)[0]
+    assert decide(0.92, 0.90, 0.01)[0]
+    assert not decide(0.905, 0.90, 0.01)[0]
