@@ -75,46 +75,15 @@ def log_artifact(path: Path) -> None:
         mlflow.log_artifact(str(path))
 
 
-def log_model(
-    module: Any,
-    example: Any,
-    artifact: str,
-    name: str,
-    register: bool,
-    tags: dict[str, str],
-    alias: str | None = None,
-) -> str | None:
-    """Log a module (an encoder: images -> features; a detector: images -> scores) as an MLflow PyTorch
-    model under ``artifact`` and, with ``register``, register it as ``name`` with ``tags`` on the version
-    and ``alias`` pointing at it. Returns the URI to load it by.
-
-    The module is pickled with the ``models`` package as code, so it loads wherever torch and MONAI are
-    installed; its requirements are pinned from this environment rather than inferred (slow and noisy).
-    """
-    if (mlflow := _active()) is None:
-        return None
+def _pinned(packages: tuple[str, ...]) -> list[str]:
+    """Requirements pinned from this environment rather than inferred (inference is slow and noisy)."""
     import importlib.metadata as md
 
-    import torch
-    from mlflow.models import infer_signature
+    return [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in packages]
 
-    import models
 
-    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle is chosen: the encoder must stay trainable
-    module.eval()
-    with torch.no_grad():
-        features = module(torch.as_tensor(example)).numpy()
-    requirements = [f"{pkg}=={md.version(pkg).split('+')[0]}" for pkg in ("torch", "monai", "einops", "numpy")]
-    info = mlflow.pytorch.log_model(
-        module,
-        name=artifact,
-        serialization_format="pickle",
-        code_paths=[str(Path(models.__file__).parent)],
-        signature=infer_signature(example, features),
-        pip_requirements=requirements,
-        registered_model_name=name if register else None,
-        tags=tags,
-    )
+def _register(mlflow: Any, info: Any, name: str, register: bool, tags: dict[str, str], alias: str | None) -> str:
+    """The logged model's URI; with ``register``, its version gets ``tags`` and ``alias``."""
     if not register:
         return info.model_uri
     version = str(info.registered_model_version)
@@ -124,6 +93,61 @@ def log_model(
     if alias:
         client.set_registered_model_alias(name, alias, version)
     return f"models:/{name}/{version}"
+
+
+def log_model(
+    module: Any, example: Any, name: str, register: bool, tags: dict[str, str], alias: str | None = None
+) -> str | None:
+    """Log an encoder (images -> features) as an MLflow PyTorch model and, with ``register``, register it as
+    ``name`` with ``tags`` on the version and ``alias`` pointing at it. Returns the URI to load it by.
+
+    The module is pickled with the ``models`` package as code, so it loads wherever torch and MONAI are
+    installed.
+    """
+    if (mlflow := _active()) is None:
+        return None
+    import torch
+    from mlflow.models import infer_signature
+
+    import models
+
+    logging.getLogger("mlflow.pytorch").setLevel(logging.ERROR)  # pickle is chosen: the encoder must stay trainable
+    module.eval()
+    with torch.no_grad():
+        features = module(torch.as_tensor(example)).numpy()
+    info = mlflow.pytorch.log_model(
+        module,
+        name="encoder",
+        serialization_format="pickle",
+        code_paths=[str(Path(models.__file__).parent)],
+        signature=infer_signature(example, features),
+        pip_requirements=_pinned(("torch", "monai", "einops", "numpy")),
+        registered_model_name=name if register else None,
+        tags=tags,
+    )
+    return _register(mlflow, info, name, register, tags, alias)
+
+
+def log_scorer(detector: Path, name: str, register: bool, tags: dict[str, str], alias: str | None = None) -> str | None:
+    """Log a saved detector as a ``pipeline.scorer.DetectorScorer`` pyfunc model (image paths or arrays in,
+    scores out) and register it like ``log_model``. It carries the ``pipeline`` and ``models`` packages as
+    code. No signature: it takes paths or arrays, which one schema cannot describe."""
+    if (mlflow := _active()) is None:
+        return None
+    import models
+    import pipeline
+    from pipeline.scorer import DetectorScorer
+
+    info = mlflow.pyfunc.log_model(
+        name="detector",
+        python_model=DetectorScorer(),
+        artifacts={"detector": str(detector)},
+        code_paths=[str(Path(pipeline.__file__).parent), str(Path(models.__file__).parent)],
+        pip_requirements=_pinned(("torch", "monai", "einops", "numpy", "nibabel", "pillow", "pandas", "mlflow")),
+        registered_model_name=name if register else None,
+        tags=tags,
+    )
+    return _register(mlflow, info, name, register, tags, alias)
 
 
 def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
@@ -140,7 +164,11 @@ def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
 
     uri = ref
     mlflow.set_tracking_uri(tracking_uri(cfg))
-    module = mlflow.pytorch.load_model(uri)
+    flavors = mlflow.models.get_model_info(uri).flavors
+    if "pytorch" in flavors:
+        module = mlflow.pytorch.load_model(uri)
+    else:  # a DetectorScorer: the torch module it wraps
+        module = mlflow.pyfunc.load_model(uri).unwrap_python_model().detector
     tags: dict[str, str] = {}
     if uri.startswith("models:/"):
         name, _, ref = uri.removeprefix("models:/").partition("@")

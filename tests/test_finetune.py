@@ -12,7 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from conftest import TINY_ENCODER, finetune_config
+from conftest import PNEUMONIA, TEST_KEY, TINY_ENCODER, finetune_config
+from PIL import Image
 from rich.console import Console
 
 from pipeline.config import load_config
@@ -21,6 +22,7 @@ from pipeline.finetune.fit import score
 from pipeline.finetune.run import run_finetune
 from pipeline.pretrain.run import run_pretrain
 from pipeline.pretrain.views import load_fixed
+from pipeline.pseudonym import image_key
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -68,18 +70,18 @@ def test_sixteen_labels_per_class_on_a_pretrained_encoder_flag_pneumonia(ingeste
     version = client.get_model_version_by_alias("medssl-detector", "challenger")
     assert result.model_uri == f"models:/medssl-detector/{version.version}"
     assert version.tags["mode"] == "linear" and version.tags["budget"] == "16shot"
-    images = load_fixed([{"image": str(p), "modality": "OT", "slice": None} for p in _volumes(ingested)[:8]], 2, 28)
+    # The registered pyfunc scores the original PNGs (paths or pixel arrays) as detector.pt scores the
+    # ingested NIfTIs: the same layout, scaling and crop on both roads.
+    pngs = sorted((PNEUMONIA / "val").glob("*.png"))[:8]
+    scorer = mlflow.pyfunc.load_model(result.model_uri)
+    by_path = scorer.predict(pd.DataFrame({"path": [str(p) for p in pngs]}))["score"].to_numpy()
+    by_array = scorer.predict([np.asarray(Image.open(p)) for p in pngs])["score"].to_numpy()
+    keys = [image_key(TEST_KEY.encode(), p) for p in pngs]
+    rows = pd.read_parquet(ingested).set_index("series_key").loc[keys]
+    nifti = [{"image": str(ingested.parent / p), "modality": "OT", "slice": None} for p in rows.output_path]
     saved = torch.load(result.detector, weights_only=False)
-    np.testing.assert_allclose(
-        score(mlflow.pytorch.load_model(result.model_uri), images, torch.device("cpu")),
-        score(saved, images, torch.device("cpu")),
-        rtol=1e-5,
-    )
-
-
-def _volumes(manifest: Path) -> list[Path]:
-    rows = pd.read_parquet(manifest).query("status == 'accepted'")
-    return [manifest.parent / p for p in rows.output_path]
+    np.testing.assert_allclose(by_path, score(saved, load_fixed(nifti, 2, 28), torch.device("cpu")), rtol=1e-5)
+    np.testing.assert_array_equal(by_path, by_array)
 
 
 def test_full_finetuning_from_scratch_beats_chance(ingested, tmp_path):

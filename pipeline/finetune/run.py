@@ -33,7 +33,7 @@ from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_ite
 from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass, score
 from pipeline.pretrain.rows import digest
 from pipeline.pretrain.views import load_fixed, views
-from pipeline.tracking import load_model, log_artifact, log_metrics, log_model, stage_run
+from pipeline.tracking import load_model, log_artifact, log_metrics, log_scorer, stage_run
 
 ALIAS = "challenger"
 
@@ -166,12 +166,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             labels_used=used,
         )
         log_metrics({"val_auroc_mean": result.mean, "val_auroc_sd": result.sd})
-        return _publish(first, result, cfg, spec, val_images[:1])
+        return _publish(first, result, cfg, spec)
 
 
-def _publish(
-    detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, spec: InputSpec, example: torch.Tensor
-) -> FinetuneResult:
+def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, spec: InputSpec) -> FinetuneResult:
     """Save the first repeat's detector, log and register it as the challenger, write the summary."""
     detector = detector.cpu().eval()
     detector.input_spec = asdict(spec)
@@ -185,8 +183,7 @@ def _publish(
         "spatial_dims": str(spec.spatial_dims),
         "input_size": str(spec.size),
     }
-    name = f"{cfg.name}-detector"
-    uri = log_model(detector, example.numpy(), "detector", name, cfg.register_detector, tags, alias=ALIAS)
+    uri = log_scorer(result.detector, f"{cfg.name}-detector", cfg.register_detector, tags, alias=ALIAS)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "detector": str(result.detector)}
     summary.update(val_auroc_mean=result.mean, val_auroc_sd=result.sd)

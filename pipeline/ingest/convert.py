@@ -11,6 +11,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
+from pipeline.images import read_image, volume_layout
 from pipeline.ingest.group import StackPlan
 from pipeline.ingest.headers import ImageFileHeader
 from pipeline.ingest.nifti import pack_colour, write_nifti
@@ -102,21 +103,12 @@ def convert_images(
 
 
 def _convert_image(h: ImageFileHeader, extra: dict[str, Any], out_dir: str, compress: bool) -> dict[str, Any]:
-    from PIL import Image
-
     row = image_row(h, extra)
     try:
-        with Image.open(h.path) as im:
-            im.load()
-            colour = im.mode in ("RGBA", "LA", "P", "CMYK", "YCbCr")
-            arr = np.asarray(im.convert("RGB") if colour else im.convert("L") if im.mode == "1" else im)
+        data = volume_layout(read_image(h.path))
     except Exception as exc:
         row.update(status="rejected", reason=str(Reason.CORRUPT_FILE), detail=describe(exc, h.path))
         return row
-    if arr.ndim == 3 and np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 0], arr[..., 2]):
-        arr = arr[..., 0]  # grey stored as RGB: one channel loses nothing
-    # (rows, cols[, c]) -> (cols, rows, 1[, c]); the image's top row goes to the anterior/superior side.
-    data = np.ascontiguousarray(np.swapaxes(arr, 0, 1)[:, :, None])
     if data.ndim == 4:
         data = pack_colour(data)
     try:

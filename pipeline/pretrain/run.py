@@ -315,7 +315,7 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
         "input_size": str(cfg.size),
         "in_channels": "1",
     }
-    uri = log_model(encoder, example, "encoder", f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
+    uri = log_model(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
     summary.pop("skipped")

@@ -37,7 +37,8 @@ VIEWS = ("view_a", "view_b")
 
 
 class LoadVolumed(MapTransform):
-    """Reads ``d['image']`` (a NIfTI path from the manifest) into a [0, 1] float array, by ``d['modality']``.
+    """Reads ``d['image']`` (a NIfTI path from the manifest, or an array as ``load_volume`` returns it:
+    channels first, real-world values) into a [0, 1] float array, by ``d['modality']``.
 
     With ``d['slice']`` set, keeps that slice of the volume, scaled with the whole volume's statistics so
     every slice of one scan shares one intensity scale.
@@ -50,7 +51,7 @@ class LoadVolumed(MapTransform):
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         for key in self.key_iterator(d):
-            array = load_volume(d[key])
+            array = d[key] if isinstance(d[key], np.ndarray) else load_volume(d[key])
             if self.grey and array.shape[0] > 1:
                 array = array.mean(axis=0, keepdims=True)  # SSL on grey anatomy; colour is rare and incidental
             array = normalise(array, str(d.get("modality", "")))

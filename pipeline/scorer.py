@@ -1,0 +1,66 @@
+"""The registered detector as an ``mlflow.pyfunc`` model: image paths or arrays in, anomaly scores out.
+
+Anyone with MLflow can score images with ``mlflow.pyfunc.load_model("models:/medssl-detector@champion")``
+without running the pipeline: the model carries this module, the detector (``detector.pt``) and the
+preprocessing the detector was trained with (ingest's image layout, then the pretrain stage's intensity
+scaling, resize and centre crop), so a PNG scores the same here as after ``medssl ingest``.
+
+Inputs ``predict`` accepts: a DataFrame with a ``path`` column, a list of paths, one 2D array ``(rows,
+cols)``, a stack ``(n, rows, cols)``, or a list of 2D arrays (grey, or ``(rows, cols, 3)`` colour), as an
+image viewer shows them. Output: a DataFrame with one ``score`` per image (higher: more likely abnormal).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline.images import read_image, volume_layout
+from pipeline.pretrain.views import KEY, centred
+
+DICOM_SUFFIXES = (".dcm", ".dicom", "")
+
+
+def _channels_first(pixels: np.ndarray) -> np.ndarray:
+    """An image's pixels -> ingest's layout -> ``(C, X, Y)`` float, as ``load_volume`` reads it back."""
+    vol = volume_layout(np.asarray(pixels))[:, :, 0]
+    return np.ascontiguousarray(np.moveaxis(vol, -1, 0) if vol.ndim == 3 else vol[None]).astype(np.float32)
+
+
+def _images(model_input: Any) -> list[np.ndarray]:
+    if isinstance(model_input, pd.DataFrame):
+        if "path" not in model_input.columns:
+            raise ValueError(f"a DataFrame input needs a 'path' column, has {list(model_input.columns)}")
+        model_input = model_input["path"].tolist()
+    if isinstance(model_input, np.ndarray):
+        model_input = [model_input] if model_input.ndim == 2 else list(model_input)
+    out = []
+    for item in model_input:
+        if isinstance(item, str | Path):
+            if Path(item).suffix.lower() in DICOM_SUFFIXES:
+                raise ValueError(f"{Path(item).name}: DICOM goes through medssl ingest first; give PNG/JPEG or arrays")
+            item = read_image(item)
+        out.append(_channels_first(item))
+    return out
+
+
+class DetectorScorer(mlflow.pyfunc.PythonModel):
+    """Loads ``detector.pt`` (a torch module with ``input_spec``) and scores images with it on the CPU."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        self.detector = torch.load(context.artifacts["detector"], map_location="cpu", weights_only=False).eval()
+        spec = self.detector.input_spec
+        self.prepare = centred(spec["spatial_dims"], spec["size"], spec.get("volume_side", 128))
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+        batch = torch.stack(
+            [torch.as_tensor(self.prepare({KEY: image, "modality": "OT"})[KEY]) for image in _images(model_input)]
+        )
+        with torch.no_grad():
+            scores = self.detector(batch.float()).numpy()
+        return pd.DataFrame({"score": scores.astype(np.float64)})
