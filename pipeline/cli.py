@@ -249,5 +249,43 @@ def promote(
     console.print(f"{verdict}: version {result.challenger_version} ({result.reason})")
 
 
+@app.command()
+def suggest(
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder URI or encoder.pt whose embeddings measure diversity.")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet of the archive.")
+    ] = None,
+    n: Annotated[int | None, typer.Option("--n", help="Scans to suggest.")] = None,
+    labels: Annotated[Path | None, typer.Option(help="Label CSV of the scans already labelled.")] = None,
+    detector: Annotated[
+        str | None, typer.Option(help="Current detector: pick among the scans it is least sure of.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="CSV to write (path,label with label empty).")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Which unlabeled scans to label next: diverse in the SSL embedding space (and uncertain under the
+    current detector, when given). Writes a CSV that medssl finetune --labels reads once it is filled in."""
+    from pipeline.finetune.data import FinetuneDataError
+    from pipeline.pretrain.rows import PretrainDataError
+    from pipeline.suggest import run_suggest
+
+    overrides = {
+        "suggest.encoder": encoder,
+        "suggest.manifest": str(manifest) if manifest else None,
+        "suggest.n": n,
+        "suggest.labels": str(labels) if labels else None,
+        "suggest.detector": detector,
+        "suggest.out": str(out) if out else None,
+    }
+    result = _run_stage(run_suggest, config, overrides, (FinetuneDataError, LabelsError, PretrainDataError))
+    console.print(
+        f"Suggested {result.suggested} of {result.pool} unlabeled scans"
+        + (" (among the detector's least sure)" if result.used_detector else "")
+        + f": {result.out}"
+    )
+
+
 if __name__ == "__main__":
     app()

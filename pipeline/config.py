@@ -142,6 +142,15 @@ class PromoteConfig(_Strict):
     margin: float = Field(default=0.01, ge=0)
 
 
+class SuggestConfig(_Strict):
+    encoder: str = "scratch"
+    manifest: Path | None = None
+    labels: Path | None = None
+    detector: str | None = None
+    n: int = Field(default=20, ge=1)
+    out: Path | None = None
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -150,6 +159,7 @@ class Config(_Strict):
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
+    suggest: SuggestConfig = Field(default_factory=SuggestConfig)
 
 
 class ConfigError(ValueError):

@@ -41,6 +41,7 @@ def read_labels(csv_path: str | Path) -> dict[str, LabelRow]:
     out: dict[str, LabelRow] = {}
     for n, rec in enumerate(df.to_dict("records"), start=2):
         raw = str(rec.get("label", "")).strip()
+        raw = {"0.0": "0", "1.0": "1"}.get(raw, raw)  # as spreadsheets and pandas write integers
         if raw not in ("", "0", "1"):
             raise LabelsError(f"{csv_path}:{n}: label must be 0, 1 or empty, got {raw!r}")
         path = Path(rec["path"])

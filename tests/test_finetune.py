@@ -23,6 +23,7 @@ from pipeline.finetune.run import run_finetune
 from pipeline.pretrain.run import run_pretrain
 from pipeline.pretrain.views import load_fixed
 from pipeline.pseudonym import image_key
+from pipeline.suggest import k_centre, run_suggest
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -130,3 +131,42 @@ def test_bad_labels_and_encoders_are_named(ingested, tmp_path):
         run_finetune(finetune_config(ingested, tmp_path, labels=None), QUIET)
     with pytest.raises(FinetuneDataError, match="encoder: model not found"):
         run_finetune(finetune_config(ingested, tmp_path, encoder=str(tmp_path / "none.pt")), QUIET)
+
+
+def test_k_centre_covers_every_cluster_before_repeating_one():
+    rng = np.random.default_rng(0)
+    centres = np.eye(4)[:3]
+    points = np.concatenate([c + 0.05 * rng.standard_normal((10, 4)) for c in centres])
+    points /= np.linalg.norm(points, axis=1, keepdims=True)
+    picks = k_centre(points, np.empty((0, 4)), 3)
+    assert sorted(p // 10 for p in picks) == [0, 1, 2]
+    # With cluster 0 labelled already, the two picks go to the other clusters.
+    assert sorted(p // 10 for p in k_centre(points, points[:1], 2)) == [1, 2]
+
+
+def test_suggested_scans_are_unlabelled_files_that_finetune_reads_once_labelled(ingested, encoder_uri, store, tmp_path):
+    splits = [pd.read_csv(PNEUMONIA / s / "labels.csv").assign(split=s) for s in ("train", "val")]
+    truth = pd.concat(splits, ignore_index=True)
+    truth["path"] = [str(PNEUMONIA / s / p) for s, p in zip(truth.split, truth.path, strict=True)]
+    truth = truth.drop(columns="split")
+    known = truth.groupby("label").head(5)
+    known.to_csv(tmp_path / "known.csv", index=False)
+    cfg = finetune_config(ingested, tmp_path, store)
+    suggest = {
+        "encoder": encoder_uri,
+        "manifest": ingested,
+        "labels": tmp_path / "known.csv",
+        "n": 12,
+        "out": tmp_path / "suggested.csv",
+    }
+    cfg = cfg.model_copy(update={"suggest": cfg.suggest.model_copy(update=suggest)})
+    result = run_suggest(cfg, QUIET)
+    suggested = pd.read_csv(tmp_path / "suggested.csv", keep_default_na=False)
+    assert result.suggested == 12 and list(suggested.columns) == ["path", "label"] and set(suggested.label) == {""}
+    assert suggested.path.is_unique and all(Path(p).is_file() for p in suggested.path)
+    assert not set(suggested.path) & set(known.path)
+    # The radiologist fills in the labels; finetune takes the CSV as it is.
+    suggested["label"] = suggested.path.map(dict(zip(truth.path, truth.label, strict=True))).astype(int)
+    pd.concat([known, suggested]).to_csv(tmp_path / "labelled.csv", index=False)
+    again = finetune_config(ingested, tmp_path / "ft", labels=str(tmp_path / "labelled.csv"), val_fraction=0.5, seeds=1)
+    assert run_finetune(again, QUIET).labelled == 22

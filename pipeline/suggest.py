@@ -1,0 +1,117 @@
+"""The suggest stage: which unlabeled scans a radiologist should label next.
+
+Labels help most where the labelled set does not yet reach: scans far, in the SSL embedding space, from
+every scan already labelled or already picked (greedy k-centre, the core-set rule of Sener & Savarese
+2018). With a detector, the candidates are first narrowed to the scans it is least sure about (logit
+nearest 0), so the picks are both uncertain and unlike each other. The output is a CSV the radiologist
+fills in (``path,label`` with the label empty) and ``medssl finetune --labels`` reads as it is.
+
+Paths: the manifest keeps no file names (they can identify a patient), so the unlabeled images are found
+again in their ``source_dir`` by their keyed ``series_key``; a DICOM series is named by its folder.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+
+from models.detectors import Classifier
+from pipeline.atomic import write_text
+from pipeline.config import Config
+from pipeline.device import resolve
+from pipeline.finetune.data import FinetuneDataError
+from pipeline.finetune.fit import score
+from pipeline.finetune.run import load_encoder
+from pipeline.labels import read_labels
+from pipeline.pretrain.monitor import embed_all
+from pipeline.pretrain.rows import items, read_manifest
+from pipeline.pretrain.screen import screen
+from pipeline.pretrain.views import load_fixed
+from pipeline.pseudonym import image_key, read_key
+from pipeline.tracking import load_model
+
+
+@dataclass(frozen=True)
+class SuggestResult:
+    out: Path
+    suggested: int
+    pool: int
+    labelled: int
+    used_detector: bool
+
+
+def k_centre(candidates: np.ndarray, anchors: np.ndarray, n: int) -> list[int]:
+    """Indices of ``n`` candidates, each in turn the one farthest (cosine) from the anchors and the picks.
+    With no anchors (nothing labelled yet) the candidates' mean direction is the anchor."""
+    if not len(anchors):
+        anchors = candidates.mean(axis=0, keepdims=True)
+    nearest = 1 - (candidates @ anchors.T).max(axis=1)
+    picks: list[int] = []
+    for _ in range(min(n, len(candidates))):
+        best = int(np.argmax(nearest))
+        picks.append(best)
+        nearest = np.minimum(nearest, 1 - candidates @ candidates[best])
+        nearest[picks] = -np.inf
+    return picks
+
+
+def _scan_embeddings(encoder: torch.nn.Module, rows: list[dict[str, Any]], spec: Any, device: Any) -> pd.DataFrame:
+    """One unit-length embedding per scan (the mean over a volume's slices)."""
+    images = load_fixed(rows, spec.spatial_dims, spec.size, spec.volume_side)
+    z = embed_all(encoder, images, device)
+    frame = pd.DataFrame(z).assign(scan=[it["scan"] for it in rows]).groupby("scan", sort=False).mean()
+    values = frame.to_numpy()
+    return pd.DataFrame(values / np.linalg.norm(values, axis=1, keepdims=True), index=frame.index)
+
+
+def _where(manifest: pd.DataFrame, scans: list[str], key: bytes | None) -> dict[str, str]:
+    """Each scan's original file (an image found again by its key in ``source_dir``) or its series folder."""
+    rows = manifest.set_index("series_key").loc[scans]
+    found: dict[str, str] = {}
+    for folder in set(rows.source_dir[rows.kind == "image"]) if key else ():
+        for name in os.listdir(folder) if os.path.isdir(folder) else ():
+            found.setdefault(image_key(key, os.path.join(folder, name)), os.path.join(folder, name))
+    return {scan: found.get(scan, str(rows.source_dir[scan])) for scan in scans}
+
+
+def run_suggest(config: Config, console: Console) -> SuggestResult:
+    cfg, fine = config.suggest, config.finetune
+    if cfg.manifest is None:
+        raise FinetuneDataError("no manifest given: pass --manifest")
+    device = resolve(fine.device).device
+    with_encoder = config.model_copy(update={"finetune": fine.model_copy(update={"encoder": cfg.encoder})})
+    encoder, spec = load_encoder(with_encoder, 0)
+    manifest = read_manifest(cfg.manifest)
+    secret = config.ingest.pseudonym_key
+    key = read_key(secret.get_secret_value() if secret else None, cfg.manifest.parent)
+    labelled = set(manifest.series_key[manifest.label.notna()]) if "label" in manifest else set()
+    if cfg.labels is not None and key is not None:
+        labelled |= {image_key(key, p) for p, row in read_labels(cfg.labels).items() if row.label is not None}
+    found = items(manifest, cfg.manifest.parent, spec.spatial_dims, config.pretrain.slices_per_volume)
+    rows, _ = screen(found, cfg.manifest.parent)
+    if not rows:
+        raise FinetuneDataError(f"{cfg.manifest}: no usable scans")
+    embeddings = _scan_embeddings(encoder, rows, spec, device)
+    pool = [s for s in embeddings.index if s not in labelled]
+    anchors = embeddings.loc[[s for s in embeddings.index if s in labelled]].to_numpy()
+    candidates = pool
+    if cfg.detector is not None:
+        detector, _ = load_model(cfg.detector, config.tracking)
+        if not isinstance(detector, Classifier):
+            raise FinetuneDataError("suggest --detector needs a linear or full detector (a one-class one has no doubt)")
+        first = {it["scan"]: it for it in rows}
+        images = load_fixed([first[s] for s in pool], spec.spatial_dims, spec.size, spec.volume_side)
+        doubt = np.argsort(np.abs(score(detector, images, device)))  # logit near 0: least sure
+        candidates = [pool[i] for i in doubt[: 3 * cfg.n]]
+    picks = [candidates[i] for i in k_centre(embeddings.loc[candidates].to_numpy(), anchors, cfg.n)]
+    out = cfg.out or cfg.manifest.parent / "suggested.csv"
+    where = _where(pd.read_parquet(cfg.manifest), picks, key)
+    write_text(out, pd.DataFrame({"path": [where[s] for s in picks], "label": ""}).to_csv(index=False))
+    return SuggestResult(out, len(picks), len(pool), len(anchors), cfg.detector is not None)
