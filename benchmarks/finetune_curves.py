@@ -1,0 +1,129 @@
+"""Label efficiency: validation AUROC against the number of labels, SSL encoder against training from scratch.
+
+For each budget (shots per class, or a share of each class) and each arm, ``run_finetune`` runs ``--seeds``
+repeats: each draws its labels from the training part of a fixed, stratified, group-disjoint split of the
+labelled pool and is scored on the validation part (never on a test split). Arms:
+
+- ``ssl-linear``: logistic regression on the frozen SSL encoder;
+- ``ssl-full``: the SSL encoder fine-tuned end to end from that probe;
+- ``scratch-full``: the same network from random weights, trained end to end.
+
+Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets get enough steps and the
+100 % budget stays affordable on a CPU.
+
+    .venv/bin/python benchmarks/finetune_curves.py --dataset pneumoniamnist \\
+        --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from medmnist import export  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.evaluate.plots import label_efficiency_png  # noqa: E402
+from pipeline.finetune.run import run_finetune  # noqa: E402
+from pipeline.ingest import run_ingest  # noqa: E402
+
+SHARED = ROOT.parent / "shared" / "data"
+CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
+BUDGETS = ("1shot", "4shot", "16shot", "1%", "10%", "100%")
+ARMS = {"ssl-linear": ("ssl", "linear"), "ssl-full": ("ssl", "full"), "scratch-full": ("scratch", "full")}
+
+
+def dataset(name: str, work: Path, console: Console) -> tuple[Path, Path]:
+    """(manifest, label CSV) of the labelled pool: PneumoniaMNIST's train images."""
+    if name != "pneumoniamnist":
+        raise SystemExit(f"dataset {name!r} is not wired yet: pneumoniamnist")
+    folder = export(SHARED / "pneumoniamnist" / "pneumoniamnist_trainval.npz", work / "png", {"train": None})["train"]
+    overrides = {"ingest.sources": [str(folder)], "ingest.out": str(work / "pool"), "tracking.enabled": False}
+    return run_ingest(load_config(CONFIG, overrides), console).manifest, folder / "labels.csv"
+
+
+def epochs_for(budget: str, pool: int) -> int:
+    labels = 2 * int(budget[:-4]) if budget.endswith("shot") else pool * float(budget[:-1]) / 100
+    return int(min(30, max(3, math.ceil(4000 / max(labels, 1)))))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="pneumoniamnist")
+    ap.add_argument("--encoder", required=True, help="the SSL encoder (encoder.pt or models:/ URI)")
+    ap.add_argument("--budgets", default=",".join(BUDGETS))
+    ap.add_argument("--arms", default=",".join(ARMS))
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--work", type=Path, default=HERE / "work" / "curves")
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(stderr=True)
+    work = args.work / args.dataset
+    manifest, labels = dataset(args.dataset, work, console)
+    pool = len(labels.read_text().splitlines()) - 1
+    rows, series = [], {}
+    for arm in args.arms.split(","):
+        encoder, mode = ARMS[arm]
+        for budget in args.budgets.split(","):
+            overrides = {
+                "finetune.encoder": args.encoder if encoder == "ssl" else "scratch",
+                "finetune.mode": mode,
+                "finetune.budget": budget,
+                "finetune.seeds": args.seeds,
+                "finetune.manifest": str(manifest),
+                "finetune.labels": str(labels),
+                "finetune.out": str(work / "runs" / f"{arm}-{budget}"),
+                "finetune.epochs": epochs_for(budget, int(pool * 0.8)),
+                "tracking.uri": f"sqlite:///{work}/mlflow.db",
+                "finetune.name": f"bench-{args.dataset}",
+                "finetune.register_detector": False,
+            }
+            began = time.perf_counter()
+            result = run_finetune(load_config(CONFIG, overrides), console)
+            minutes = (time.perf_counter() - began) / 60
+            n = int(np.mean(result.labels_used))
+            rows.append((arm, budget, n, result.mean, result.sd, result.val_auroc, minutes))
+            series.setdefault(arm, []).append((n, result.mean, result.sd))
+            console.print(f"{arm} {budget}: {result.mean:.3f} ± {result.sd:.3f} ({n} labels, {minutes:.1f} min)")
+    figure = HERE / f"finetune-curves-{args.dataset}.png"
+    label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
+    report = render(args, rows, result.validation_scans, figure)
+    print(report)
+    if args.write_results:
+        write_section(RESULTS, f"finetune-curves-{args.dataset}", report)
+
+
+def render(args: argparse.Namespace, rows: list, validation: int, figure: Path) -> str:
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Dataset: "
+        f"{args.dataset}; SSL encoder: `{args.encoder}`; {validation} validation scans (a stratified, "
+        f"group-disjoint fifth of the labelled pool); {args.seeds} seeds per cell (label draw and "
+        f"initialisation). Figure: `{figure.relative_to(ROOT)}`.",
+        "",
+        "| arm | budget | labels used | AUROC mean ± sd | per seed | minutes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for arm, budget, n, mean, sd, per_seed, minutes in rows:
+        seeds = ", ".join(f"{a:.3f}" for a in per_seed)
+        lines.append(f"| {arm} | {budget} | {n} | {mean:.3f} ± {sd:.3f} | {seeds} | {minutes:.1f} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    main()
