@@ -33,6 +33,7 @@ from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_ite
 from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass, score
 from pipeline.pretrain.rows import digest
 from pipeline.pretrain.views import load_fixed, views
+from pipeline.report import report_table
 from pipeline.tracking import load_model, log_artifact, log_metrics, log_scorer, stage_run
 
 ALIAS = "challenger"
@@ -193,9 +194,6 @@ def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, s
 
 
 def summary_table(result: FinetuneResult) -> Table:
-    table = Table(title=f"finetune ({result.mode}, budget {result.budget})")
-    table.add_column("")
-    table.add_column("", justify="right")
     rows = [
         ("encoder", result.encoder),
         ("labelled scans", str(result.labelled)),
@@ -206,6 +204,4 @@ def summary_table(result: FinetuneResult) -> Table:
         ("detector", str(result.detector)),
         ("registered", result.model_uri or "-"),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+    return report_table(f"finetune ({result.mode}, budget {result.budget})", rows)

@@ -38,6 +38,7 @@ from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
 from pipeline.pretrain.screen import SkippedFile, reason_counts, screen
 from pipeline.pretrain.views import KEY, centred, dataset, load_fixed, views
+from pipeline.report import report_table
 from pipeline.tracking import log_artifact, log_metrics, log_model, log_table_input, stage_run
 
 # Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
@@ -325,9 +326,6 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
 
 
 def summary_table(result: PretrainResult) -> Table:
-    table = Table(title="pretrain" + (" (already done: nothing to train)" if result.skipped else ""))
-    table.add_column("")
-    table.add_column("", justify="right")
     rows = [
         ("method", result.method),
         ("training items", str(result.items)),
@@ -340,6 +338,4 @@ def summary_table(result: PretrainResult) -> Table:
         ("encoder", str(result.encoder)),
         ("registered", result.model_uri or "-"),
     ]
-    for name, value in rows:
-        table.add_row(name, value)
-    return table
+    return report_table("pretrain" + (" (already done: nothing to train)" if result.skipped else ""), rows)
