@@ -109,7 +109,8 @@ def _fit(
 ) -> nn.Module:
     if cfg.mode == "oneclass":
         return fit_oneclass(encoder, images, labels, cfg, device)
-    dim = int(encoder(torch.zeros(1, 1, *(spec.size,) * spec.spatial_dims)).shape[1])
+    with torch.no_grad():  # in eval mode: a probe batch must not move the pretrained BatchNorm statistics
+        dim = int(encoder.eval()(torch.zeros(1, 1, *(spec.size,) * spec.spatial_dims)).shape[1])
     model = fit_linear(encoder, dim, images, labels, cfg.linear_c, seed, device)
     if cfg.mode == "full":
         augment = views(spec.spatial_dims, spec.size, "mae", crop_min=0.8)  # crops and flips, no intensity change
