@@ -26,6 +26,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.console import Console
 
@@ -46,13 +47,31 @@ BUDGETS = ("1shot", "4shot", "16shot", "1%", "10%", "100%")
 ARMS = {"ssl-linear": ("ssl", "linear"), "ssl-full": ("ssl", "full"), "scratch-full": ("scratch", "full")}
 
 
+# name -> (folder under ../shared/data, label column, bench config)
+DATASETS = {
+    "pneumoniamnist": ("pneumoniamnist", "label", CONFIG),
+    "cxr_nih1000": ("cxr_nih1000", "label", ROOT / "configs" / "bench-64.yaml"),
+    "busi": ("busi", "label", ROOT / "configs" / "bench-64.yaml"),
+    "busi-malignant": ("busi", "malignant", ROOT / "configs" / "bench-64.yaml"),
+}
+
+
 def dataset(name: str, work: Path, console: Console) -> tuple[Path, Path]:
-    """(manifest, label CSV) of the labelled pool: PneumoniaMNIST's train images."""
-    if name != "pneumoniamnist":
-        raise SystemExit(f"dataset {name!r} is not wired yet: pneumoniamnist")
-    folder = export(SHARED / "pneumoniamnist" / "pneumoniamnist_trainval.npz", work / "png", {"train": None})["train"]
-    overrides = {"ingest.sources": [str(folder)], "ingest.out": str(work / "pool"), "tracking.enabled": False}
-    return run_ingest(load_config(CONFIG, overrides), console).manifest, folder / "labels.csv"
+    """(manifest, label CSV) of the labelled pool: PneumoniaMNIST's train images, or every image of the
+    64x64 sets (their test parts are the hidden holdout); ``busi-malignant`` labels malignant vs the rest."""
+    folder, column, config = DATASETS[name]
+    source = SHARED / folder
+    if folder == "pneumoniamnist":
+        source = export(source / "pneumoniamnist_trainval.npz", work / "png", {"train": None})["train"]
+    labels = source / "labels.csv"
+    if column != "label":
+        table = pd.read_csv(labels)
+        table = table.assign(path=[str(source / p) for p in table.file], label=table[column])[["path", "label"]]
+        labels = work / "labels.csv"
+        labels.parent.mkdir(parents=True, exist_ok=True)
+        table.to_csv(labels, index=False)
+    overrides = {"ingest.sources": [str(source)], "ingest.out": str(work / "pool"), "tracking.enabled": False}
+    return run_ingest(load_config(config, overrides), console).manifest, labels
 
 
 def epochs_for(budget: str, pool: int) -> int:
@@ -62,7 +81,7 @@ def epochs_for(budget: str, pool: int) -> int:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="pneumoniamnist")
+    ap.add_argument("--dataset", default="pneumoniamnist", choices=sorted(DATASETS))
     ap.add_argument("--encoder", required=True, help="the SSL encoder (encoder.pt or models:/ URI)")
     ap.add_argument("--budgets", default=",".join(BUDGETS))
     ap.add_argument("--arms", default=",".join(ARMS))
@@ -95,7 +114,7 @@ def main() -> None:
                 "finetune.register_detector": False,
             }
             began = time.perf_counter()
-            result = run_finetune(load_config(CONFIG, overrides), console)
+            result = run_finetune(load_config(DATASETS[args.dataset][2], overrides), console)
             minutes = (time.perf_counter() - began) / 60
             n = int(np.mean(result.labels_used))
             rows.append((arm, budget, n, result.mean, result.sd, result.val_auroc, minutes))
