@@ -59,7 +59,9 @@ def items(manifest: pd.DataFrame, root: Path, spatial_dims: int, slices_per_volu
             KEY: str(root / row["output_path"]),
             "modality": str(row["modality"] or ""),
             "label": None if pd.isna(row.get("label")) else int(row["label"]),
-            "group": str(row.get("group") or row.get("patient") or row.get("series_key") or row["output_path"]),
+            # Without a patient or group, the voxel digest: exact copies stay together, and the split
+            # depends on the images, not on the pseudonym key their manifest was written with.
+            "group": str(row.get("group") or row.get("patient") or row.get("voxel_sha256") or row["output_path"]),
             "scan": str(row.get("series_key") or row["output_path"]),
             "voxels": str(row.get("voxel_sha256") or row["output_path"]),
             "sha256": None if pd.isna(row.get("voxel_sha256")) else str(row["voxel_sha256"]),
