@@ -62,7 +62,17 @@ def k_centre(candidates: np.ndarray, anchors: np.ndarray, n: int) -> list[int]:
     return picks
 
 
-def _scan_embeddings(encoder: torch.nn.Module, rows: list[dict[str, Any]], spec: Any, device: Any) -> pd.DataFrame:
+def select(embeddings: pd.DataFrame, labelled: set[str], n: int, doubt: dict[str, float] | None = None) -> list[str]:
+    """``n`` unlabelled scans (rows of ``embeddings``) by greedy k-centre from the labelled ones; with
+    ``doubt`` (|logit| per unlabelled scan), only among the ``3n`` the detector is least sure about."""
+    pool = [s for s in embeddings.index if s not in labelled]
+    anchors = embeddings.loc[[s for s in embeddings.index if s in labelled]].to_numpy()
+    if doubt is not None:
+        pool = sorted(pool, key=lambda scan: doubt[scan])[: 3 * n]
+    return [pool[i] for i in k_centre(embeddings.loc[pool].to_numpy(), anchors, n)]
+
+
+def scan_embeddings(encoder: torch.nn.Module, rows: list[dict[str, Any]], spec: Any, device: Any) -> pd.DataFrame:
     """One unit-length embedding per scan (the mean over a volume's slices)."""
     images = load_fixed(rows, spec.spatial_dims, spec.size, spec.volume_side)
     z = embed_all(encoder, images, device)
@@ -98,20 +108,19 @@ def run_suggest(config: Config, console: Console) -> SuggestResult:
     rows, _ = screen(found, cfg.manifest.parent)
     if not rows:
         raise FinetuneDataError(f"{cfg.manifest}: no usable scans")
-    embeddings = _scan_embeddings(encoder, rows, spec, device)
-    pool = [s for s in embeddings.index if s not in labelled]
-    anchors = embeddings.loc[[s for s in embeddings.index if s in labelled]].to_numpy()
-    candidates = pool
+    embeddings = scan_embeddings(encoder, rows, spec, device)
+    doubt = None
     if cfg.detector is not None:
         detector, _ = load_model(cfg.detector, config.tracking)
         if not isinstance(detector, Classifier):
             raise FinetuneDataError("suggest --detector needs a linear or full detector (a one-class one has no doubt)")
         first = {it["scan"]: it for it in rows}
+        pool = [s for s in embeddings.index if s not in labelled]
         images = load_fixed([first[s] for s in pool], spec.spatial_dims, spec.size, spec.volume_side)
-        doubt = np.argsort(np.abs(score(detector, images, device)))  # logit near 0: least sure
-        candidates = [pool[i] for i in doubt[: 3 * cfg.n]]
-    picks = [candidates[i] for i in k_centre(embeddings.loc[candidates].to_numpy(), anchors, cfg.n)]
+        doubt = dict(zip(pool, np.abs(score(detector, images, device)), strict=True))
+    picks = select(embeddings, labelled, cfg.n, doubt)
     out = cfg.out or cfg.manifest.parent / "suggested.csv"
     where = _where(pd.read_parquet(cfg.manifest), picks, key)
     write_text(out, pd.DataFrame({"path": [where[s] for s in picks], "label": ""}).to_csv(index=False))
-    return SuggestResult(out, len(picks), len(pool), len(anchors), cfg.detector is not None)
+    unlabelled = sum(1 for scan in embeddings.index if scan not in labelled)
+    return SuggestResult(out, len(picks), unlabelled, len(embeddings) - unlabelled, cfg.detector is not None)
