@@ -5,7 +5,7 @@ without running the pipeline: the model carries this module, the detector (``det
 preprocessing the detector was trained with (ingest's image layout, then the pretrain stage's intensity
 scaling, resize and centre crop), so a PNG scores the same here as after ``medssl ingest``.
 
-Inputs ``predict`` accepts: a DataFrame with a ``path`` column, a list of paths, one 2D array ``(rows,
+Inputs ``predict`` accepts: a DataFrame with a ``path`` column, a path or a list of paths, one 2D array ``(rows,
 cols)``, a stack ``(n, rows, cols)``, or a list of 2D arrays (grey, or ``(rows, cols, 3)`` colour), as an
 image viewer shows them. Output: a DataFrame with one ``score`` per image (higher: more likely abnormal).
 """
@@ -37,6 +37,8 @@ def _images(model_input: Any) -> list[np.ndarray]:
         if "path" not in model_input.columns:
             raise ValueError(f"a DataFrame input needs a 'path' column, has {list(model_input.columns)}")
         model_input = model_input["path"].tolist()
+    if isinstance(model_input, str | Path):
+        model_input = [model_input]
     if isinstance(model_input, np.ndarray):
         model_input = [model_input] if model_input.ndim == 2 else list(model_input)
     out = []
