@@ -59,7 +59,8 @@ class DetectorScorer(mlflow.pyfunc.PythonModel):
         spec = self.detector.input_spec
         self.prepare = centred(spec["spatial_dims"], spec["size"], spec.get("volume_side", 128))
 
-    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    # No annotation on model_input: MLflow reads one as an input schema, and paths or arrays have none.
+    def predict(self, context, model_input, params=None) -> pd.DataFrame:
         batch = torch.stack(
             [torch.as_tensor(self.prepare({KEY: image, "modality": "OT"})[KEY]) for image in _images(model_input)]
         )

@@ -130,17 +130,17 @@ def log_model(
 
 def log_scorer(detector: Path, name: str, register: bool, tags: dict[str, str], alias: str | None = None) -> str | None:
     """Log a saved detector as a ``pipeline.scorer.DetectorScorer`` pyfunc model (image paths or arrays in,
-    scores out) and register it like ``log_model``. It carries the ``pipeline`` and ``models`` packages as
-    code. No signature: it takes paths or arrays, which one schema cannot describe."""
+    scores out; logged from code, ``pipeline/scorer_model.py``) and register it like ``log_model``. It
+    carries the ``pipeline`` and ``models`` packages as code. No signature: it takes paths or arrays, which
+    one schema cannot describe."""
     if (mlflow := _active()) is None:
         return None
     import models
     import pipeline
-    from pipeline.scorer import DetectorScorer
 
     info = mlflow.pyfunc.log_model(
         name="detector",
-        python_model=DetectorScorer(),
+        python_model=str(Path(pipeline.__file__).parent / "scorer_model.py"),
         artifacts={"detector": str(detector)},
         code_paths=[str(Path(pipeline.__file__).parent), str(Path(models.__file__).parent)],
         pip_requirements=_pinned(("torch", "monai", "einops", "numpy", "nibabel", "pillow", "pandas", "mlflow")),
