@@ -64,7 +64,7 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
     if challenger is None:
         raise EvaluateError(f"no {cfg.name}@{CHALLENGER} in the registry: run medssl finetune first")
     champion = alias_version(cfg.name, CHAMPION, config.tracking)
-    out = cfg.out or cfg.labels.parent / "promotion"
+    out = cfg.out or Path("promotion")
     if champion == challenger:
         return PromoteResult(
             False, "the challenger is already the champion", challenger, champion, float("nan"), None, cfg.margin

@@ -101,7 +101,7 @@ def run_evaluate(config: Config, console: Console) -> EvaluateResult:
     listed = {path: row.label for path, row in read_labels(cfg.labels).items() if row.label is not None}
     if not listed:
         raise EvaluateError(f"{cfg.labels}: no row with a 0/1 label")
-    out = cfg.out or cfg.labels.parent / "evaluation"
+    out = cfg.out or Path("evaluation")  # not beside the CSV: its folder may be read-only shared data
     present = sorted(p for p in listed if Path(p).exists())
     if not present:
         raise EvaluateError(f"{cfg.labels}: none of the listed images exists")
