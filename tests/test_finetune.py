@@ -17,7 +17,7 @@ from PIL import Image
 from rich.console import Console
 
 from pipeline.config import load_config
-from pipeline.finetune.data import Budget, FinetuneDataError, draw, split
+from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_items, split
 from pipeline.finetune.fit import score
 from pipeline.finetune.run import run_finetune
 from pipeline.pretrain.run import run_pretrain
@@ -170,3 +170,14 @@ def test_suggested_scans_are_unlabelled_files_that_finetune_reads_once_labelled(
     pd.concat([known, suggested]).to_csv(tmp_path / "labelled.csv", index=False)
     again = finetune_config(ingested, tmp_path / "ft", labels=str(tmp_path / "labelled.csv"), val_fraction=0.5, seeds=1)
     assert run_finetune(again, QUIET).labelled == 22
+
+
+def test_real_patients_with_several_x_rays_stay_on_one_side(sample_manifest):
+    """The sample's chest X-rays: patients 3 and 5 have eight images each; a split never divides them."""
+    ingested, _ = sample_manifest
+    labelled = labelled_items(ingested / "manifest.parquet", None, TEST_KEY, 2, 0, QUIET)
+    for seed in range(5):
+        train, val = split(labelled, 0.3, seed)
+        assert not {it["group"] for it in train} & {it["group"] for it in val}
+        sizes = pd.Series([it["group"] for it in labelled]).value_counts()
+        assert sorted(sizes)[-2:] == [8, 8]  # the two patients are two groups, not sixteen images
