@@ -44,6 +44,12 @@ def image_key(key: bytes, path: str | Path) -> str:
     return pseudonym(key, "image|" + str(Path(path).resolve()))
 
 
+def label_key(key: bytes, path: str | Path) -> str:
+    """The manifest's ``label_key``: which label CSV path (an image, a DICOM file or a series folder) labelled
+    a row, so a later stage can go from a CSV row to its manifest row without a path in the manifest."""
+    return pseudonym(key, "label|" + str(Path(path).resolve()))
+
+
 def file_key(key: bytes, path: str | Path) -> str:
     """The ``series_key`` of a file rejected on its own (unreadable, not an image): how it is found again."""
     return pseudonym(key, "file|" + str(Path(path).resolve()))

@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import PNEUMONIA, TEST_KEY, finetune_config
+from conftest import PNEUMONIA, SAMPLE, TEST_KEY, finetune_config
 from rich.console import Console
 
 from pipeline.config import load_config
@@ -123,3 +123,24 @@ def test_the_margin_is_part_of_the_rule():
     assert decide(0.90, None, 0.01)[0]
     assert decide(0.92, 0.90, 0.01)[0]
     assert not decide(0.905, 0.90, 0.01)[0]
+
+
+def test_dicom_series_named_by_a_file_or_a_folder_are_scored_too(detector, store, tmp_path):
+    """A label CSV may name a DICOM file or a series folder: ingest labels that series, evaluate scores its
+    slices (the mean) and writes the score against the path as the CSV gave it."""
+    labels = pd.read_csv(VAL)
+    labels["path"] = [str(PNEUMONIA / "val" / p) for p in labels.path]
+    dicom = {
+        str(SAMPLE / "dcm_qa_ts" / "In" / "1.dcm"): 1,  # one file: a Siemens mosaic, one series
+        str(SAMPLE / "dicom2nifti_testdata" / "generic" / "anatomical" / "001"): 0,  # a series folder
+    }
+    csv = tmp_path / "labels.csv"
+    pd.concat([labels, pd.DataFrame({"path": list(dicom), "label": list(dicom.values())})]).to_csv(csv, index=False)
+    result = run_evaluate(_evaluate_config(store, detector, csv, tmp_path / "eval"), QUIET)
+    assert result.scans == 62 and not result.not_scored
+    scores = pd.read_csv(tmp_path / "eval" / "scores.csv").set_index("path")
+    for path, label in dicom.items():
+        assert scores.label[path] == label and np.isfinite(scores.score[path])
+    manifest = pd.read_parquet(tmp_path / "eval" / "ingested" / "manifest.parquet")
+    dicom_rows = manifest[(manifest.kind == "dicom") & manifest.label.notna()]
+    assert len(dicom_rows) == 2 and dicom_rows.label_key.str.len().gt(0).all()

@@ -34,7 +34,7 @@ from pipeline.labels import read_labels
 from pipeline.pretrain.rows import items, read_manifest
 from pipeline.pretrain.screen import screen
 from pipeline.pretrain.views import load_fixed
-from pipeline.pseudonym import file_key, image_key, read_key
+from pipeline.pseudonym import file_key, label_key, read_key
 from pipeline.tracking import load_model, log_artifact, log_metrics, stage_run
 
 
@@ -115,9 +115,11 @@ def run_evaluate(config: Config, console: Console) -> EvaluateResult:
     )
     by_scan = scored.set_index("scan")
     reasons = dict(zip(rows.series_key, rows.reason, strict=True))
+    # Ingest marked each row a CSV path labelled (an image, a DICOM file or a series folder) with its key.
+    labelled_by = {k: scan for k, scan in zip(rows.label_key, rows.series_key, strict=True) if isinstance(k, str) and k}
     table, missing = [], Counter()
     for path, label in listed.items():
-        scan = image_key(key, path)
+        scan = labelled_by.get(label_key(key, path), "")
         if not Path(path).exists():
             missing[str(Reason.MISSING_FILE)] += 1
         elif scan in by_scan.index:

@@ -20,7 +20,7 @@ from rich.console import Console
 from pipeline.labels import read_labels
 from pipeline.pretrain.rows import group_split, items, read_manifest
 from pipeline.pretrain.screen import reason_counts, screen
-from pipeline.pseudonym import image_key, pseudonym, read_key
+from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
 
 
 class FinetuneDataError(ValueError):
@@ -50,20 +50,31 @@ class Budget:
 
 def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Console) -> pd.DataFrame:
     """The manifest with ``label``, ``group`` and ``patient`` taken from the CSV (unmatched rows: no label)."""
-    by_key = {image_key(key, path): row for path, row in read_labels(labels).items()}
+    listed = read_labels(labels)
+    by_key = {image_key(key, path): row for path, row in listed.items()}
+    # DICOM series labelled at ingest (by a file or folder of this CSV) carry the path's label_key.
+    by_label_key = {label_key(key, path): row for path, row in listed.items()}
+    if "label_key" in manifest.columns:
+        for series, mark in zip(manifest.series_key, manifest.label_key, strict=True):
+            if isinstance(mark, str) and mark in by_label_key:
+                by_key.setdefault(series, by_label_key[mark])
     matched = manifest.series_key.isin(by_key.keys())
     if not matched.any():
         raise FinetuneDataError(
-            f"{labels}: none of its {len(by_key)} paths is an accepted row of the manifest "
+            f"{labels}: none of its {len(listed)} paths is an accepted row of the manifest "
             "(were the images ingested, with the same pseudonym key?)"
         )
-    if unmatched := len(by_key) - int(matched.sum()):
+    if unmatched := len(listed) - int(matched.sum()):
         console.print(f"[yellow]{labels.name}: {unmatched} labelled path(s) are not accepted rows of the manifest[/]")
     rows = [by_key.get(k) for k in manifest.series_key]
     return manifest.assign(
         label=[None if r is None else r.label for r in rows],
         group=[None if r is None else r.group for r in rows],
-        patient=[None if r is None else pseudonym(key, r.patient_id) for r in rows],
+        # The CSV's patient_id when it has one, else what ingest read (a DICOM header's PatientID, keyed).
+        patient=[
+            pseudonym(key, r.patient_id) if r is not None and r.patient_id else old
+            for r, old in zip(rows, manifest.get("patient", [None] * len(rows)), strict=True)
+        ],
     )
 
 

@@ -33,7 +33,7 @@ from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
 from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest, stack_row
 from pipeline.labels import LabelRow, read_labels
-from pipeline.pseudonym import file_key, image_key, pseudonym, resolve_key
+from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.parquet"
@@ -178,11 +178,22 @@ def _image_extra(
     return {
         "series_key": image_key(secret, h.path),
         "label": lab.label if lab else None,
+        "label_key": label_key(secret, h.path) if lab else "",
         "patient": pseudonym(secret, lab.patient_id) if lab else "",
         "site": (lab.site if lab and lab.site else None) or site or "",
         "group": lab.group if lab else "",
         "input_digest": input_digest([(h.path, h.size, h.mtime_ns)], settings + repr(lab)),
     }
+
+
+def _series_label(plan: StackPlan, labels: dict[str, LabelRow], secret: bytes) -> dict[str, Any] | None:
+    """The label columns of a DICOM series whose file, or whose folder, a label CSV names."""
+    for h in plan.files:
+        path = Path(h.path).resolve()
+        for named in (str(path), str(path.parent)):
+            if (lab := labels.get(named)) is not None:
+                return {"label": lab.label, "group": lab.group, "label_key": label_key(secret, named)}
+    return None
 
 
 def _clean_partials(out_dir: Path) -> None:
@@ -208,6 +219,7 @@ class _Work:
     stacks: list[tuple[StackPlan, str]] = field(default_factory=list)
     images: list[tuple[ImageFileHeader, dict[str, Any]]] = field(default_factory=list)
     inputs: dict[str, list[str]] = field(default_factory=dict)  # row key -> keyed hashes of its files
+    labels: dict[str, dict[str, Any]] = field(default_factory=dict)  # series row key -> its label columns
     unchanged: int = 0
 
 
@@ -246,7 +258,10 @@ def _plan_work(
             work.rows[key] = file_rejection_row(rej, key, digest)
     headers = [r for r in records if isinstance(r, DicomHeader)]
     for plan in plan_stacks(headers, policy, secret, cfg.reject_localizers):
-        digest = input_digest([(h.path, h.size, h.mtime_ns) for h in plan.files], settings)
+        label = _series_label(plan, labels, secret)
+        if label is not None:
+            work.labels[plan.key] = label
+        digest = input_digest([(h.path, h.size, h.mtime_ns) for h in plan.files], settings + repr(label or ""))
         work.inputs[plan.key] = hashed(h.path for h in plan.files)
         if fresh(plan.key, digest):
             work.rows[plan.key] = previous[plan.key]
@@ -336,6 +351,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         for done in [new_rows, *_gather(conv_futures, progress, conv_task)]:
             for row in done:
                 row["_inputs"] = work.inputs.get(row["series_key"], [])
+                row.update(work.labels.get(row["series_key"], {}))
                 rows[row["series_key"]] = row
             journal.add(done)
         converted = len(rows) - work.unchanged
