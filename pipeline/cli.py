@@ -62,7 +62,8 @@ def ingest(
     workers: Annotated[int | None, typer.Option(help="Local Dask worker processes (default: one per core).")] = None,
     scheduler: Annotated[str | None, typer.Option(help="Use an existing Dask scheduler, e.g. tcp://host:8786.")] = None,
     labels: Annotated[
-        list[Path] | None, typer.Option("--labels", help="Label CSV for PNG/JPEG inputs (repeatable).")
+        list[Path] | None,
+        typer.Option("--labels", help="Label CSV naming images, DICOM files or series folders (repeatable)."),
     ] = None,
     tilt: Annotated[str | None, typer.Option(help="Gantry tilt: reject, raw or resample.")] = None,
     nonuniform_spacing: Annotated[str | None, typer.Option(help="Uneven slice gaps: reject, raw or resample.")] = None,
