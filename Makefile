@@ -37,7 +37,9 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py
 	$(BIN)/python benchmarks/pretrain_datapath.py
-	$(BIN)/python benchmarks/pretrain_knn.py
+	$(BIN)/python benchmarks/pretrain_knn.py --epochs simclr=80,moco=80,dino=80
+	$(BIN)/python benchmarks/finetune_curves.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
+	$(BIN)/python benchmarks/suggest_vs_random.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
 
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra bench --extra dev --find-links $(WHEELS) -o requirements.lock \
