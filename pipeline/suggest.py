@@ -6,7 +6,7 @@ every scan already labelled or already picked (greedy k-centre, the core-set rul
 nearest 0), so the picks are both uncertain and unlike each other. The output is a CSV the radiologist
 fills in (``path,label`` with the label empty) and ``medssl finetune --labels`` reads as it is.
 
-Paths: the manifest keeps no file names (they can identify a patient), so the unlabeled images are found
+Paths: the manifest keeps no full paths (folders can name a patient), so the unlabeled images are found
 again in their ``source_dir`` by their keyed ``series_key``; a DICOM series is named by its folder.
 """
 
