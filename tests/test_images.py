@@ -12,7 +12,7 @@ from conftest import SAMPLE, SHARED, TEST_KEY, needs_shared
 from PIL import Image
 
 from pipeline.labels import LabelsError, read_labels
-from pipeline.pseudonym import pseudonym
+from pipeline.pseudonym import file_key, image_key, pseudonym
 
 CXR = SAMPLE / "cxr_nih1000"
 
@@ -73,9 +73,10 @@ def test_png_with_wrong_content_is_corrupt(ingest, tmp_path):
     (tmp_path / "fake.png").write_bytes(b"not a png at all" * 10)
     shutil.copy(next(CXR.rglob("*.png")), tmp_path / "real.png")
     _, manifest = ingest(tmp_path)
-    by_name = manifest.set_index("description")
-    assert by_name.loc["fake.png", "reason"] == "CORRUPT_FILE"
-    assert by_name.loc["real.png", "status"] == "accepted"
+    by_key = manifest.set_index("series_key")
+    assert by_key.loc[file_key(TEST_KEY.encode(), tmp_path / "fake.png"), "reason"] == "CORRUPT_FILE"
+    assert by_key.loc[image_key(TEST_KEY.encode(), tmp_path / "real.png"), "status"] == "accepted"
+    assert not manifest.astype(str).apply(lambda col: col.str.contains("real.png")).any().any()  # no file names
 
 
 def test_one_bit_png_is_accepted(ingest, tmp_path):

@@ -96,7 +96,7 @@ def image_row(h: ImageFileHeader, extra: dict[str, Any]) -> dict[str, Any]:
         transfer_syntax=h.format,
         patient=extra.get("patient") or "",
         study="",
-        description=os.path.basename(h.path),
+        description="",  # not the file name: public sets and PACS exports put patient numbers in it
         label=extra.get("label"),
         label_key=extra.get("label_key") or "",
         group=extra.get("group") or "",
