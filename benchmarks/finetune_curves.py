@@ -38,6 +38,7 @@ from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.evaluate.plots import label_efficiency_png  # noqa: E402
+from pipeline.finetune.data import Budget  # noqa: E402
 from pipeline.finetune.run import run_finetune  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
 
@@ -75,7 +76,8 @@ def dataset(name: str, work: Path, console: Console) -> tuple[Path, Path]:
 
 
 def epochs_for(budget: str, pool: int) -> int:
-    labels = 2 * int(budget[:-4]) if budget.endswith("shot") else pool * float(budget[:-1]) / 100
+    parsed = Budget.parse(budget)
+    labels = 2 * parsed.shots if parsed.shots is not None else pool * (parsed.fraction or 0)
     return int(min(30, max(3, math.ceil(4000 / max(labels, 1)))))
 
 

@@ -206,7 +206,8 @@ def evaluate(
 ) -> None:
     """Score labelled images a detector never saw: AUROC, AUPRC, sensitivity at 90/95 % specificity, 95 % CIs.
 
-    The images (PNG, JPEG) are ingested first, so they are read exactly as training images were.
+    The images (PNG, JPEG, DICOM files or series folders) are ingested first, so they are read exactly as
+    training images were.
     """
     from pipeline.evaluate.run import EvaluateError, run_evaluate, summary_table
     from pipeline.ingest import IngestError

@@ -49,6 +49,10 @@ class IngestConfig(_Strict):
     files_per_task: int = Field(default=128, ge=1)
     image_extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg"])
 
+    def secret(self) -> str | None:
+        """The configured pseudonym key in clear, for the code that keys identifiers with it."""
+        return self.pseudonym_key.get_secret_value() if self.pseudonym_key else None
+
 
 Method = Literal["simclr", "moco", "dino", "mae"]
 

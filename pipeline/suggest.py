@@ -99,8 +99,7 @@ def run_suggest(config: Config, console: Console) -> SuggestResult:
     with_encoder = config.model_copy(update={"finetune": fine.model_copy(update={"encoder": cfg.encoder})})
     encoder, spec = load_encoder(with_encoder, 0)
     manifest = read_manifest(cfg.manifest)
-    secret = config.ingest.pseudonym_key
-    key = read_key(secret.get_secret_value() if secret else None, cfg.manifest.parent)
+    key = read_key(config.ingest.secret(), cfg.manifest.parent)
     labelled = set(manifest.series_key[manifest.label.notna()]) if "label" in manifest else set()
     if cfg.labels is not None and key is not None:
         labelled |= {image_key(key, p) for p, row in read_labels(cfg.labels).items() if row.label is not None}
@@ -120,7 +119,7 @@ def run_suggest(config: Config, console: Console) -> SuggestResult:
         doubt = dict(zip(pool, np.abs(score(detector, images, device)), strict=True))
     picks = select(embeddings, labelled, cfg.n, doubt)
     out = cfg.out or cfg.manifest.parent / "suggested.csv"
-    where = _where(pd.read_parquet(cfg.manifest), picks, key)
+    where = _where(manifest, picks, key)
     write_text(out, pd.DataFrame({"path": [where[s] for s in picks], "label": ""}).to_csv(index=False))
     unlabelled = sum(1 for scan in embeddings.index if scan not in labelled)
     return SuggestResult(out, len(picks), unlabelled, len(embeddings) - unlabelled, cfg.detector is not None)

@@ -31,7 +31,7 @@ from pipeline.finetune.fit import score
 from pipeline.ingest import run_ingest
 from pipeline.ingest.reasons import Reason
 from pipeline.labels import read_labels
-from pipeline.pretrain.rows import items, read_manifest
+from pipeline.pretrain.rows import items
 from pipeline.pretrain.screen import screen
 from pipeline.pretrain.views import load_fixed
 from pipeline.pseudonym import file_key, label_key, read_key
@@ -106,13 +106,11 @@ def run_evaluate(config: Config, console: Console) -> EvaluateResult:
     if not present:
         raise EvaluateError(f"{cfg.labels}: none of the listed images exists")
     manifest = _ingest(config, out, present, cfg.labels, console)
-    secret = config.ingest.pseudonym_key
-    key = read_key(secret.get_secret_value() if secret else None, manifest.parent) or b""
+    key = read_key(config.ingest.secret(), manifest.parent) or b""
     rows = pd.read_parquet(manifest)
+    accepted = rows[rows.status == "accepted"].reset_index(drop=True)
     device = resolve(config.finetune.device).device
-    scored = scan_scores(
-        model, read_manifest(manifest), manifest.parent, spec, config.pretrain.slices_per_volume, device
-    )
+    scored = scan_scores(model, accepted, manifest.parent, spec, config.pretrain.slices_per_volume, device)
     by_scan = scored.set_index("scan")
     reasons = dict(zip(rows.series_key, rows.reason, strict=True))
     # Ingest marked each row a CSV path labelled (an image, a DICOM file or a series folder) with its key.

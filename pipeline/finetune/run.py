@@ -126,9 +126,8 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
     budget = Budget.parse(cfg.budget)
     device = resolve(cfg.device).device
     encoder, spec = load_encoder(config, cfg.seed)
-    key = config.ingest.pseudonym_key.get_secret_value() if config.ingest.pseudonym_key else None
     labelled = labelled_items(
-        cfg.manifest, cfg.labels, key, spec.spatial_dims, config.pretrain.slices_per_volume, console
+        cfg.manifest, cfg.labels, config.ingest.secret(), spec.spatial_dims, config.pretrain.slices_per_volume, console
     )
     train, val = split(labelled, cfg.val_fraction, cfg.seed)
     val_images = load_fixed(val, spec.spatial_dims, spec.size, spec.volume_side)

@@ -307,7 +307,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     except OSError as exc:
         raise IngestError(f"cannot create output folder {out_dir}: {exc.strerror}") from exc
     _clean_partials(out_dir)
-    secret = resolve_key(cfg.pseudonym_key.get_secret_value() if cfg.pseudonym_key else None, out_dir)
+    secret = resolve_key(cfg.secret(), out_dir)
     labels = _load_labels(cfg.labels)  # a bad label CSV fails here, before the cluster starts
     journal = Journal(out_dir)
     previous = journal.load()
