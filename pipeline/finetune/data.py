@@ -19,7 +19,7 @@ from rich.console import Console
 
 from pipeline.labels import read_labels
 from pipeline.pretrain.rows import group_split, items, read_manifest
-from pipeline.pretrain.screen import reason_counts, screen
+from pipeline.pretrain.screen import screen_and_report
 from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
 
 
@@ -99,10 +99,7 @@ def labelled_items(
     elif "label" not in rows.columns or rows.label.isna().all():
         raise FinetuneDataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
     candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
-    kept, skipped = screen(candidates, manifest.parent)
-    if skipped:
-        counts = ", ".join(f"{reason} {n}" for reason, n in reason_counts(skipped).items())
-        console.print(f"[yellow]finetune: skipped {len(skipped)} unusable file(s) ({counts})[/]")
+    kept, _ = screen_and_report(candidates, manifest.parent, console, "finetune")
     classes = {it["label"] for it in kept}
     if classes != {0, 1}:
         raise FinetuneDataError(f"{manifest}: needs labelled normal (0) and abnormal (1) scans, has {sorted(classes)}")

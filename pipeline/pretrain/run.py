@@ -36,7 +36,7 @@ from pipeline.device import DeviceSetup, init_distributed, resolve
 from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
 from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
-from pipeline.pretrain.screen import SkippedFile, reason_counts, screen
+from pipeline.pretrain.screen import SkippedFile, reason_counts, screen_and_report
 from pipeline.pretrain.views import KEY, centred, dataset, load_fixed, views
 from pipeline.report import report_table
 from pipeline.tracking import log_artifact, log_metrics, log_model, log_table_input, stage_run
@@ -115,11 +115,7 @@ def usable_items(
 ) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
     """The manifest's items for this run, less the files that fail the screen (each named, with its reason)."""
     candidates = items(read_manifest(manifest), manifest.parent, cfg.spatial_dims, cfg.slices_per_volume)
-    kept, skipped = screen(candidates, manifest.parent, cfg.cache_workers)
-    if skipped:
-        counts = ", ".join(f"{reason} {n}" for reason, n in reason_counts(skipped).items())
-        console.print(f"[yellow]{role}: skipped {len(skipped)} unusable file(s) of {manifest.name} ({counts})[/]")
-    return kept, skipped
+    return screen_and_report(candidates, manifest.parent, console, role, cfg.cache_workers)
 
 
 def knn_monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Console) -> KnnMonitor | None:

@@ -58,6 +58,17 @@ def screen(items: list[dict[str, Any]], root: Path, workers: int = 2) -> tuple[l
     return [it for it in items if verdicts[it[KEY]] is None], skipped
 
 
+def screen_and_report(
+    items: list[dict[str, Any]], root: Path, console: Any, role: str, workers: int = 2
+) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+    """``screen``, and one line on the console naming what was skipped and why (nothing when all is well)."""
+    kept, skipped = screen(items, root, workers)
+    if skipped:
+        counts = ", ".join(f"{reason} {n}" for reason, n in reason_counts(skipped).items())
+        console.print(f"[yellow]{role}: skipped {len(skipped)} unusable file(s) under {root.name} ({counts})[/]")
+    return kept, skipped
+
+
 def reason_counts(skipped: list[SkippedFile]) -> dict[str, int]:
     """``{reason: files}``, most frequent first, for one-line reports and the stage's summary."""
     return {str(reason): n for reason, n in Counter(s.reason for s in skipped).most_common()}
