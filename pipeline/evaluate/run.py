@@ -27,7 +27,9 @@ from pipeline.config import Config
 from pipeline.device import resolve
 from pipeline.evaluate.metrics import bootstrap
 from pipeline.evaluate.plots import roc_png
+from pipeline.finetune.data import FinetuneDataError
 from pipeline.finetune.fit import score
+from pipeline.finetune.run import InputSpec, input_spec
 from pipeline.ingest import run_ingest
 from pipeline.ingest.reasons import Reason
 from pipeline.labels import read_labels
@@ -54,15 +56,6 @@ class EvaluateResult:
     run_id: str | None = None
 
 
-def _input_spec(model: nn.Module, tags: dict[str, str]) -> dict[str, int]:
-    spec = getattr(model, "input_spec", None)
-    if spec:
-        return spec
-    if "input_size" in tags:
-        return {"spatial_dims": int(tags["spatial_dims"]), "size": int(tags["input_size"]), "volume_side": 128}
-    raise EvaluateError("the model does not say what input it takes (no input_spec, no input_size tag)")
-
-
 def _ingest(config: Config, out: Path, paths: list[str], labels: Path, console: Console) -> Path:
     """The CSV's images through the ingest stage, into ``evaluate.ingested`` or ``out/ingested`` (a re-run, or
     a second model on the same images, converts only what changed)."""
@@ -75,14 +68,14 @@ def _ingest(config: Config, out: Path, paths: list[str], labels: Path, console: 
 
 
 def scan_scores(
-    model: nn.Module, rows: pd.DataFrame, root: Path, spec: dict[str, int], slices: int, device: torch.device
+    model: nn.Module, rows: pd.DataFrame, root: Path, spec: InputSpec, slices: int, device: torch.device
 ) -> pd.DataFrame:
     """One row per scan (manifest ``series_key``): its label and mean score over its items (volume slices)."""
-    found = [it for it in items(rows, root, spec["spatial_dims"], slices) if it["label"] is not None]
+    found = [it for it in items(rows, root, spec.spatial_dims, slices) if it["label"] is not None]
     usable, _ = screen(found, root)
     if not usable:
         return pd.DataFrame(columns=["scan", "label", "score"])
-    images = load_fixed(usable, spec["spatial_dims"], spec["size"], spec.get("volume_side", 128))
+    images = load_fixed(usable, spec.spatial_dims, spec.size, spec.volume_side)
     table = pd.DataFrame({"scan": [it["scan"] for it in usable], "label": [it["label"] for it in usable]})
     table["score"] = score(model, images, device)
     return table.groupby("scan", as_index=False).agg(label=("label", "first"), score=("score", "mean"))
@@ -97,7 +90,10 @@ def run_evaluate(config: Config, console: Console) -> EvaluateResult:
         model, tags = load_model(cfg.model, config.tracking)
     except FileNotFoundError as exc:
         raise EvaluateError(str(exc)) from None
-    spec = _input_spec(model, tags)
+    try:
+        spec = input_spec(model, tags, None)
+    except FinetuneDataError as exc:
+        raise EvaluateError(str(exc)) from None
     listed = {path: row.label for path, row in read_labels(cfg.labels).items() if row.label is not None}
     if not listed:
         raise EvaluateError(f"{cfg.labels}: no row with a 0/1 label")

@@ -83,12 +83,21 @@ def load_encoder(config: Config, seed: int) -> tuple[nn.Module, InputSpec]:
         module, tags = load_model(ref, config.tracking)
     except FileNotFoundError as exc:
         raise FinetuneDataError(f"encoder: {exc}; or finetune from scratch") from None
+    return module, input_spec(module, tags, fallback)
+
+
+def input_spec(module: nn.Module, tags: dict[str, str], fallback: InputSpec | None) -> InputSpec:
+    """What a saved encoder or detector takes: its own ``input_spec``, else its registry tags, else
+    ``fallback`` (None: a ``FinetuneDataError``, since guessing would score garbage)."""
     spec = getattr(module, "input_spec", None)
     if spec:
-        return module, InputSpec(**spec)
+        return InputSpec(**spec)
+    volume_side = fallback.volume_side if fallback else 128
     if "input_size" in tags:
-        return module, InputSpec(int(tags["spatial_dims"]), int(tags["input_size"]), pre.volume_side)
-    return module, fallback
+        return InputSpec(int(tags["spatial_dims"]), int(tags["input_size"]), volume_side)
+    if fallback is None:
+        raise FinetuneDataError("the model does not say what input it takes (no input_spec, no input_size tag)")
+    return fallback
 
 
 def scan_auroc(items: list[dict[str, Any]], scores: np.ndarray) -> float:
