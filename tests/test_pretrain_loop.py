@@ -9,21 +9,22 @@ from models import METHODS
 from models.encoders import build_encoder
 from pipeline.device import resolve
 from pipeline.pretrain.loop import load_checkpoint, save_checkpoint, seed_epoch, train_epoch
-from pipeline.pretrain.views import KEY, dataset, views
+from pipeline.pretrain.views import KEY, ViewPairs, dataset, views
 
 
 def _setup(sample_manifest, method="moco"):
     out, manifest = sample_manifest
     rows = [{KEY: str(out / r.output_path), "modality": r.modality} for r in manifest.itertuples() if r.kind == "image"]
     torch.manual_seed(0)
-    data = dataset(rows, 2, 32, views(2, 32, method))
+    data = dataset(rows, 2, 32)
+    pairs = ViewPairs(views(2, 32, method))
     order = torch.Generator().manual_seed(0)
-    loader = ThreadDataLoader(data, batch_size=8, shuffle=True, generator=order, drop_last=True)
+    loader = ThreadDataLoader(data, batch_size=8, shuffle=True, generator=order, drop_last=True, collate_fn=pairs)
     encoder, dim = build_encoder(2, widths=(8, 16, 32, 64), layers=(1, 1, 1, 1))
     model = METHODS[method](encoder, dim, proj_hidden=32, proj_dim=16, queue_size=32, momentum=0.9)
     optimiser = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    return model, loader, data.transform, optimiser, scaler, order
+    return model, loader, pairs, optimiser, scaler, order
 
 
 def test_resume_reproduces_the_uninterrupted_run(sample_manifest, tmp_path):

@@ -14,14 +14,13 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
-from monai.transforms import Compose
 from sklearn.linear_model import LogisticRegression
 from torch import nn
 
 from models.detectors import Classifier, NormalBank
 from pipeline.config import FinetuneConfig
 from pipeline.pretrain.monitor import embed_all
-from pipeline.pretrain.views import KEY
+from pipeline.pretrain.views import RandViewd
 
 
 def fit_linear(
@@ -47,7 +46,7 @@ def fit_full(
     images: torch.Tensor,
     labels: np.ndarray,
     cfg: FinetuneConfig,
-    augment: Compose,
+    augment: RandViewd,
     seed: int,
     device: torch.device,
     progress: Callable[[float], None] = lambda loss: None,
@@ -72,8 +71,7 @@ def fit_full(
     for _ in range(cfg.epochs):
         order = torch.randperm(len(images), generator=generator)
         for batch in order.split(cfg.batch_size):
-            views = torch.stack([torch.as_tensor(augment({KEY: images[i]})[KEY]) for i in batch.tolist()])
-            loss = loss_fn(model(views.to(device)), target[batch].to(device))
+            loss = loss_fn(model(augment.view(images[batch].to(device))), target[batch].to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.transforms import Compose
+from monai.transforms import Randomizable
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -22,7 +22,7 @@ from pipeline.device import DeviceSetup
 from pipeline.pretrain.views import VIEWS
 
 
-def seed_epoch(seed: int, epoch: int, order: torch.Generator, *transforms: Compose) -> None:
+def seed_epoch(seed: int, epoch: int, order: torch.Generator, *transforms: Randomizable) -> None:
     """Derive this epoch's random streams (torch, numpy, the batch order, each transform) from (seed, epoch)."""
     epoch_seed = (seed * 1000 + epoch) % 2**32
     torch.manual_seed(epoch_seed)

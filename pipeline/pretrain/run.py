@@ -37,7 +37,7 @@ from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkp
 from pipeline.pretrain.monitor import embed_all, knn_auroc
 from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
 from pipeline.pretrain.screen import SkippedFile, reason_counts, screen_and_report
-from pipeline.pretrain.views import KEY, centred, dataset, load_fixed, views
+from pipeline.pretrain.views import KEY, ViewPairs, centred, dataset, load_fixed, views
 from pipeline.report import report_table
 from pipeline.tracking import log_artifact, log_metrics, log_model, log_table_input, stage_run
 
@@ -160,12 +160,15 @@ def _resumable(path: Path, fp: str, console: Console) -> dict[str, Any] | None:
     return None
 
 
-def _loader(data: Any, batch: int, setup: DeviceSetup, seed: int) -> tuple[ThreadDataLoader, Any, torch.Generator]:
+def _loader(
+    data: Any, pairs: ViewPairs, batch: int, setup: DeviceSetup, seed: int
+) -> tuple[ThreadDataLoader, Any, torch.Generator]:
     order = torch.Generator()
+    common = {"batch_size": batch, "drop_last": True, "collate_fn": pairs}
     if setup.distributed:
         sampler = DistributedSampler(data, setup.world_size, setup.rank, shuffle=True, seed=seed, drop_last=True)
-        return ThreadDataLoader(data, batch_size=batch, sampler=sampler, drop_last=True), sampler, order
-    return ThreadDataLoader(data, batch_size=batch, shuffle=True, generator=order, drop_last=True), None, order
+        return ThreadDataLoader(data, sampler=sampler, **common), sampler, order
+    return ThreadDataLoader(data, shuffle=True, generator=order, **common), None, order
 
 
 def _progress(console: Console, enabled: bool) -> Progress:
@@ -210,12 +213,10 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     start = load_checkpoint(out / "checkpoint.pt", model, optimiser, scaler) if state else 0
     run_id = state.get("run_id") if state else None
 
-    view = views(cfg.spatial_dims, cfg.size, cfg.method, **cfg.views.model_dump())
-    data = dataset(
-        train, cfg.spatial_dims, cfg.size, view, setup.device, cfg.cache_rate, cfg.cache_workers, cfg.volume_side
-    )
+    pairs = ViewPairs(views(cfg.spatial_dims, cfg.size, cfg.method, **cfg.views.model_dump()))
+    data = dataset(train, cfg.spatial_dims, cfg.size, setup.device, cfg.cache_rate, cfg.cache_workers, cfg.volume_side)
     batch = min(cfg.batch_size, len(train) // setup.world_size)
-    loader, sampler, order = _loader(data, batch, setup, cfg.seed)
+    loader, sampler, order = _loader(data, pairs, batch, setup, cfg.seed)
     net: nn.Module = model
     if setup.distributed:
         if setup.device.type == "cuda":
@@ -240,7 +241,7 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
                 log_artifact(out / "skipped.csv")
         task = bar.add_task("pretrain", total=total, completed=start * steps, epoch=start + 1, loss=float("nan"))
         for epoch in range(start, cfg.epochs):
-            seed_epoch(cfg.seed, epoch, order, data.transform)
+            seed_epoch(cfg.seed, epoch, order, data.transform, pairs)
             if sampler is not None:
                 sampler.set_epoch(epoch)
 
