@@ -2,11 +2,14 @@
 
 For each budget (shots per class, or a share of each class) and each arm, ``run_finetune`` runs ``--seeds``
 repeats: each draws its labels from the training part of a fixed, stratified, group-disjoint split of the
-labelled pool and is scored on the validation part (never on a test split). Arms:
+labelled pool and is scored on the validation part (never on a test split). Arms, for each SSL encoder
+given (``--encoder NAME=PATH``, e.g. one pretrained on this site's images and one on every site's):
 
 - ``ssl-linear``: logistic regression on the frozen SSL encoder;
 - ``ssl-full``: the SSL encoder fine-tuned end to end from that probe;
 - ``scratch-full``: the same network from random weights, trained end to end.
+
+A finished cell (arm, budget, settings) is kept in its run folder and reused, so a stopped run goes on.
 
 Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets get enough steps and the
 100 % budget stays affordable on a CPU.
@@ -18,6 +21,8 @@ Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import math
 import os
 import platform
@@ -36,11 +41,12 @@ sys.path.insert(0, str(HERE))
 from medmnist import export  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
-from pipeline.config import load_config  # noqa: E402
-from pipeline.evaluate.plots import label_efficiency_png  # noqa: E402
+from pipeline.atomic import write_text  # noqa: E402
+from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.finetune.data import Budget  # noqa: E402
 from pipeline.finetune.run import run_finetune  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
+from pipeline.plots import label_efficiency_png  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
@@ -84,7 +90,12 @@ def epochs_for(budget: str, pool: int) -> int:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="pneumoniamnist", choices=sorted(DATASETS))
-    ap.add_argument("--encoder", required=True, help="the SSL encoder (encoder.pt or models:/ URI)")
+    ap.add_argument(
+        "--encoder",
+        required=True,
+        nargs="+",
+        help="SSL encoders (encoder.pt or models:/ URI), each as NAME=REF to name its arms, or one bare REF",
+    )
     ap.add_argument("--budgets", default=",".join(BUDGETS))
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seeds", type=int, default=3)
@@ -98,49 +109,76 @@ def main() -> None:
     work = args.work / args.dataset
     manifest, labels = dataset(args.dataset, work, console)
     pool = len(labels.read_text().splitlines()) - 1
+    encoders = dict(e.split("=", 1) if "=" in e else ("", e) for e in args.encoder)
     rows, series = [], {}
-    for arm in args.arms.split(","):
-        encoder, mode = ARMS[arm]
-        for budget in args.budgets.split(","):
-            overrides = {
-                "finetune.encoder": args.encoder if encoder == "ssl" else "scratch",
-                "finetune.mode": mode,
-                "finetune.budget": budget,
-                "finetune.seeds": args.seeds,
-                "finetune.manifest": str(manifest),
-                "finetune.labels": str(labels),
-                "finetune.out": str(work / "runs" / f"{arm}-{budget}"),
-                "finetune.epochs": epochs_for(budget, int(pool * 0.8)),
-                "tracking.uri": f"sqlite:///{work}/mlflow.db",
-                "finetune.name": f"bench-{args.dataset}",
-                "finetune.register_detector": False,
-            }
-            began = time.perf_counter()
-            result = run_finetune(load_config(DATASETS[args.dataset][2], overrides), console)
-            minutes = (time.perf_counter() - began) / 60
-            n = int(np.mean(result.labels_used))
-            rows.append((arm, budget, n, result.mean, result.sd, result.val_auroc, minutes))
-            series.setdefault(arm, []).append((n, result.mean, result.sd))
-            console.print(f"{arm} {budget}: {result.mean:.3f} ± {result.sd:.3f} ({n} labels, {minutes:.1f} min)")
+    for arm, budget, ref in cells(args.arms.split(","), args.budgets.split(","), encoders):
+        mode = ARMS[arm.split(" ")[0]][1]
+        overrides = {
+            "finetune.encoder": ref,
+            "finetune.mode": mode,
+            "finetune.budget": budget,
+            "finetune.seeds": args.seeds,
+            "finetune.manifest": str(manifest),
+            "finetune.labels": str(labels),
+            "finetune.out": str(work / "runs" / f"{arm.replace(' ', '-')}-{budget}"),
+            "finetune.epochs": epochs_for(budget, int(pool * 0.8)),
+            "tracking.uri": f"sqlite:///{work}/mlflow.db",
+            "finetune.name": f"bench-{args.dataset}",
+            "finetune.register_detector": False,
+        }
+        row = cell(load_config(DATASETS[args.dataset][2], overrides), console)
+        rows.append((arm, budget, *row))
+        n, mean, sd, _, minutes, validation = row
+        series.setdefault(arm, []).append((n, mean, sd))
+        console.print(f"{arm} {budget}: {mean:.3f} ± {sd:.3f} ({n} labels, {minutes:.1f} min)")
     figure = HERE / f"finetune-curves-{args.dataset}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
-    report = render(args, rows, result.validation_scans, figure)
+    report = render(args, rows, validation, figure)
     print(report)
     if args.write_results:
         write_section(RESULTS, f"finetune-curves-{args.dataset}", report)
 
 
+def cells(arms: list[str], budgets: list[str], encoders: dict[str, str]) -> list[tuple[str, str, str]]:
+    """(arm label, budget, encoder reference) of every cell; SSL arms once per named encoder."""
+    out = []
+    for arm in arms:
+        refs = {"": "scratch"} if ARMS[arm][0] == "scratch" else encoders
+        for name, ref in refs.items():
+            label = f"{arm} ({name})" if name else arm
+            out += [(label, budget, ref) for budget in budgets]
+    return out
+
+
+def cell(config: Config, console: Console) -> tuple[int, float, float, list[float], float, int]:
+    """(labels used, AUROC mean, sd, per seed, minutes, validation scans) of one cell; a finished cell with
+    the same settings is read back from its run folder instead of run again."""
+    done = config.finetune.out / "cell.json"
+    settings = config.finetune.model_dump(mode="json")
+    if Path(config.finetune.encoder).is_file():  # a retrained encoder at the same path is another cell
+        settings["encoder_sha256"] = hashlib.sha256(Path(config.finetune.encoder).read_bytes()).hexdigest()
+    if done.is_file() and (saved := json.loads(done.read_text()))["settings"] == settings:
+        return tuple(saved["row"])  # type: ignore[return-value]
+    began = time.perf_counter()
+    result = run_finetune(config, console)
+    minutes = (time.perf_counter() - began) / 60
+    row = (int(np.mean(result.labels_used)), result.mean, result.sd, result.val_auroc, minutes, result.validation_scans)
+    write_text(done, json.dumps({"settings": settings, "row": row}))
+    return row
+
+
 def render(args: argparse.Namespace, rows: list, validation: int, figure: Path) -> str:
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Dataset: "
-        f"{args.dataset}; SSL encoder: `{args.encoder}`; {validation} validation scans (a stratified, "
+        f"{args.dataset}; SSL encoders: {', '.join(f'`{e}`' for e in args.encoder)}; {validation} validation "
+        "scans (a stratified, "
         f"group-disjoint fifth of the labelled pool); {args.seeds} seeds per cell (label draw and "
         f"initialisation). Figure: `{figure.relative_to(ROOT)}`.",
         "",
         "| arm | budget | labels used | AUROC mean ± sd | per seed | minutes |",
         "|---|---|---|---|---|---|",
     ]
-    for arm, budget, n, mean, sd, per_seed, minutes in rows:
+    for arm, budget, n, mean, sd, per_seed, minutes, _ in rows:
         seeds = ", ".join(f"{a:.3f}" for a in per_seed)
         lines.append(f"| {arm} | {budget} | {n} | {mean:.3f} ± {sd:.3f} | {seeds} | {minutes:.1f} |")
     return "\n".join(lines)

@@ -289,5 +289,33 @@ def suggest(
     )
 
 
+@app.command()
+def shift(
+    reference: Annotated[str | None, typer.Option(help="MANIFEST[:SITE]: the site the model knows.")] = None,
+    target: Annotated[
+        str | None, typer.Option(help="MANIFEST[:SITE]: the new site (the reference again: two random halves).")
+    ] = None,
+    encoder: Annotated[
+        str | None, typer.Option(help="Encoder URI or encoder.pt whose embeddings are compared.")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for shift.json and shift.png.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """How far a target site's scans are from a reference site's: embedding MMD with a permutation
+    p-value, a domain classifier's AUROC, per-feature KS tests, and metadata and intensity differences."""
+    from pipeline.pretrain.rows import PretrainDataError
+    from pipeline.shift import run_shift, summary_table
+
+    overrides = {
+        "shift.reference": reference,
+        "shift.target": target,
+        "shift.encoder": encoder,
+        "shift.out": str(out) if out else None,
+    }
+    result = _run_stage(run_shift, config, overrides, (PretrainDataError,))
+    console.print(summary_table(result))
+    console.print(f"Report: {result.out / 'shift.json'}, {result.out / 'shift.png'}")
+
+
 if __name__ == "__main__":
     app()

@@ -155,6 +155,18 @@ class SuggestConfig(_Strict):
     out: Path | None = None
 
 
+class ShiftConfig(_Strict):
+    reference: str | None = None
+    target: str | None = None
+    encoder: str = "scratch"
+    out: Path | None = None
+    permutations: int = Field(default=1000, ge=10)
+    alpha: float = Field(default=0.01, gt=0, lt=1)
+    max_scans: int = Field(default=1000, ge=4)
+    seed: int = 0
+    device: str = "auto"
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -164,6 +176,7 @@ class Config(_Strict):
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     suggest: SuggestConfig = Field(default_factory=SuggestConfig)
+    shift: ShiftConfig = Field(default_factory=ShiftConfig)
 
 
 class ConfigError(ValueError):

@@ -43,3 +43,18 @@ def label_efficiency_png(series: Mapping[str, Sequence[tuple[int, float, float]]
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)
+
+
+def embedding_png(groups: Mapping[str, np.ndarray], path: Path, title: str) -> Path:
+    """Embeddings of each group (``{name: (n, d)}``) on the first two principal axes of all of them."""
+    pooled = np.concatenate(list(groups.values()))
+    centre = pooled.mean(axis=0)
+    _, _, axes = np.linalg.svd(pooled - centre, full_matrices=False)
+    fig = Figure(figsize=(5, 4.5))
+    ax = fig.subplots()
+    for name, points in groups.items():
+        xy = (points - centre) @ axes[:2].T
+        ax.scatter(xy[:, 0], xy[:, 1], s=8, alpha=0.6, label=f"{name} ({len(points)})")
+    ax.set(xlabel="principal axis 1", ylabel="principal axis 2", title=title)
+    ax.legend(fontsize=8)
+    return _save(fig, path)

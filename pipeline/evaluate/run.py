@@ -26,13 +26,13 @@ from pipeline.atomic import write_text
 from pipeline.config import Config
 from pipeline.device import resolve
 from pipeline.evaluate.metrics import bootstrap
-from pipeline.evaluate.plots import roc_png
 from pipeline.finetune.data import FinetuneDataError
 from pipeline.finetune.fit import score
 from pipeline.finetune.run import InputSpec, input_spec
 from pipeline.ingest import run_ingest
 from pipeline.ingest.reasons import Reason
 from pipeline.labels import read_labels
+from pipeline.plots import roc_png
 from pipeline.pretrain.rows import items
 from pipeline.pretrain.screen import screen
 from pipeline.pretrain.views import load_fixed
