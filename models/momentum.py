@@ -35,6 +35,11 @@ class MomentumPair(nn.Module):
         return self.online[0]
 
     @torch.no_grad()
+    def sync_target(self) -> None:
+        """Make the target an exact copy of the online network again (after loading encoder weights)."""
+        self.target.load_state_dict(self.online.state_dict())
+
+    @torch.no_grad()
     def after_step(self) -> None:
         """Move the target towards the online weights; copy running statistics (BatchNorm) as they are."""
         for t, o in zip(self.target.parameters(), self.online.parameters(), strict=True):

@@ -233,9 +233,17 @@ def promote(
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the evaluations and decision.json.")
     ] = None,
+    shift: Annotated[
+        Path | None,
+        typer.Option(help="shift.json of the site to serve: a shifted site needs a challenger adapted to it."),
+    ] = None,
+    max_shift: Annotated[
+        float | None, typer.Option(help="Domain-classifier AUROC above which a shift counts (default 0.75).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Move @champion to @challenger only if it beats the champion on the same images by the margin."""
+    """Move @champion to @challenger only if it beats the champion on the same images by the margin (and,
+    with --shift, only if it was adapted to the site when that site has shifted)."""
     from pipeline.evaluate.run import EvaluateError
     from pipeline.ingest import IngestError
     from pipeline.promote import run_promote
@@ -245,6 +253,8 @@ def promote(
         "promote.labels": str(labels) if labels else None,
         "promote.margin": margin,
         "promote.out": str(out) if out else None,
+        "promote.shift": str(shift) if shift else None,
+        "promote.max_shift": max_shift,
     }
     result = _run_stage(run_promote, config, overrides, (EvaluateError, LabelsError, IngestError, ClusterError))
     verdict = "[green]promoted[/]" if result.promoted else "[yellow]not promoted[/]"
@@ -315,6 +325,36 @@ def shift(
     result = _run_stage(run_shift, config, overrides, (PretrainDataError,))
     console.print(summary_table(result))
     console.print(f"Report: {result.out / 'shift.json'}, {result.out / 'shift.png'}")
+
+
+@app.command()
+def adapt(
+    model: Annotated[
+        str | None, typer.Option(help="Detector (adabn, tent) or encoder (ssl) to adapt: URI or .pt path.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="MANIFEST[:SITE] of the new site's unlabeled scans.")] = None,
+    method: Annotated[
+        str | None,
+        typer.Option(help="adabn (BatchNorm statistics), tent (+ entropy of BN affine), ssl (continued pretraining)."),
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Output folder.")] = None,
+    name: Annotated[str | None, typer.Option(help="Registry name prefix: <name>-detector or <name>-encoder.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Adapt a model to a new site from its unlabeled scans; the result is registered with its lineage
+    (adapted from, adapted to), which medssl promote --shift checks."""
+    from pipeline.adapt import AdaptError, run_adapt, summary_table
+    from pipeline.pretrain.rows import PretrainDataError
+
+    overrides = {
+        "adapt.model": model,
+        "adapt.target": target,
+        "adapt.method": method,
+        "adapt.out": str(out) if out else None,
+        "adapt.name": name,
+    }
+    result = _run_stage(run_adapt, config, overrides, (AdaptError, PretrainDataError))
+    console.print(summary_table(result))
 
 
 if __name__ == "__main__":

@@ -102,6 +102,7 @@ class PretrainConfig(_Strict):
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
     name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
     register_encoder: bool = True
+    init: str | None = None
 
 
 FinetuneMode = Literal["linear", "full", "oneclass"]
@@ -144,6 +145,8 @@ class PromoteConfig(_Strict):
     labels: Path | None = None
     out: Path | None = None
     margin: float = Field(default=0.01, ge=0)
+    shift: Path | None = None
+    max_shift: float = Field(default=0.75, ge=0.5, le=1)
 
 
 class SuggestConfig(_Strict):
@@ -153,6 +156,20 @@ class SuggestConfig(_Strict):
     detector: str | None = None
     n: int = Field(default=20, ge=1)
     out: Path | None = None
+
+
+class AdaptConfig(_Strict):
+    model: str | None = None
+    target: str | None = None
+    method: Literal["adabn", "tent", "ssl"] = "adabn"
+    out: Path | None = None
+    name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    register_model: bool = True
+    batch_size: int = Field(default=64, ge=2)
+    tent_lr: float = Field(default=1e-3, gt=0)
+    tent_epochs: int = Field(default=1, ge=1)
+    seed: int = 0
+    device: str = "auto"
 
 
 class ShiftConfig(_Strict):
@@ -177,6 +194,7 @@ class Config(_Strict):
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     suggest: SuggestConfig = Field(default_factory=SuggestConfig)
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
 
 
 class ConfigError(ValueError):

@@ -18,7 +18,8 @@ from rich.console import Console
 from pipeline.atomic import write_text
 from pipeline.config import Config
 from pipeline.evaluate.run import EvaluateError, run_evaluate
-from pipeline.tracking import alias_version, log_artifact, log_metrics, set_alias, stage_run
+from pipeline.finetune.run import adapted_to
+from pipeline.tracking import alias_version, load_model, log_artifact, log_metrics, set_alias, stage_run
 
 CHAMPION, CHALLENGER = "champion", "challenger"
 
@@ -56,6 +57,21 @@ def decide(challenger: float, champion: float | None, margin: float) -> tuple[bo
     return False, f"challenger AUROC {challenger:.4f} < champion {champion:.4f} + margin {margin}"
 
 
+def shift_gate(report: Path, max_shift: float, adapted: str | None) -> str | None:
+    """Why the shift of the report's target site forbids this challenger, or None when it does not."""
+    try:
+        shift = json.loads(Path(report).read_text())
+        shifted, auroc, p, target = shift["shifted"], shift["domain_auroc"], shift["mmd_p"], shift["target_digest"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise EvaluateError(f"promote.shift: {report} is not a readable shift.json ({exc})") from None
+    if not shifted or auroc <= max_shift or adapted == target:
+        return None
+    return (
+        f"target site {shift.get('target', '?')} has shifted (MMD p {p:.3g}, domain AUROC {auroc:.3f} > "
+        f"{max_shift}) and the challenger was not adapted to it"
+    )
+
+
 def run_promote(config: Config, console: Console) -> PromoteResult:
     cfg = config.promote
     if cfg.labels is None:
@@ -69,16 +85,26 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
         return PromoteResult(
             False, "the challenger is already the champion", challenger, champion, float("nan"), None, cfg.margin
         )
-    challenger_auroc = _auroc(config, cfg.name, challenger, out, console)
-    champion_auroc = None if champion is None else _auroc(config, cfg.name, champion, out, console)
-    promoted, reason = decide(challenger_auroc, champion_auroc, cfg.margin)
+    refusal = None
+    if cfg.shift is not None:
+        module, tags = load_model(f"models:/{cfg.name}/{challenger}", config.tracking)
+        refusal = shift_gate(cfg.shift, cfg.max_shift, adapted_to(module) or tags.get("adapted_to"))
+    if refusal is not None:
+        challenger_auroc, champion_auroc, promoted, reason = float("nan"), None, False, refusal
+    else:
+        challenger_auroc = _auroc(config, cfg.name, challenger, out, console)
+        champion_auroc = None if champion is None else _auroc(config, cfg.name, champion, out, console)
+        promoted, reason = decide(challenger_auroc, champion_auroc, cfg.margin)
     result = PromoteResult(promoted, reason, challenger, champion, challenger_auroc, champion_auroc, cfg.margin)
     tags = {"medssl.decision": "promoted" if promoted else "refused", "medssl.challenger_version": challenger}
+    tags["medssl.reason"] = reason
     with stage_run(config, "promote", tags=tags):
         if promoted:
             set_alias(cfg.name, CHAMPION, challenger, config.tracking)
         write_text(out / "decision.json", json.dumps(asdict(result), indent=2))
-        log_metrics({"challenger_auroc": challenger_auroc, "promoted": float(promoted)})
+        log_metrics({"promoted": float(promoted)})
+        if refusal is None:
+            log_metrics({"challenger_auroc": challenger_auroc})
         if champion_auroc is not None:
             log_metrics({"champion_auroc": champion_auroc})
         log_artifact(out / "decision.json")

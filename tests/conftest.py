@@ -102,6 +102,15 @@ def pneumonia_manifest(tmp_path_factory, dask_scheduler) -> Path:
     return out / "manifest.parquet"
 
 
+@pytest.fixture(scope="session")
+def adult_manifest(tmp_path_factory, dask_scheduler) -> Path:
+    """The sample's 24 adult chest X-rays (NIH), ingested as site 'nih': another site than PneumoniaMNIST's."""
+    out = tmp_path_factory.mktemp("adult")
+    with open(os.devnull, "w") as quiet:
+        run_ingest(make_config([SAMPLE / "cxr_nih1000"], out, dask_scheduler, site="nih"), Console(file=quiet))
+    return out / "manifest.parquet"
+
+
 def finetune_config(ingested: Path, out: Path, store: str | None = None, **finetune: Any) -> Config:
     """Finetune settings for the tiny encoder on the PneumoniaMNIST sample (train labels), 2 repeats."""
     overrides = {

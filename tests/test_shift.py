@@ -9,23 +9,14 @@ from pathlib import Path
 import mlflow
 import numpy as np
 import pytest
-from conftest import SAMPLE, TINY_ENCODER, make_config
+from conftest import TINY_ENCODER
 from rich.console import Console
 
 from pipeline.config import load_config
-from pipeline.ingest import run_ingest
 from pipeline.pretrain.rows import PretrainDataError
 from pipeline.shift import mmd_test, parse_side, read_side, run_shift
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
-
-
-@pytest.fixture(scope="module")
-def adult_manifest(tmp_path_factory, dask_scheduler) -> Path:
-    """The sample's 24 adult chest X-rays (NIH), ingested as site 'nih'."""
-    out = tmp_path_factory.mktemp("adult")
-    run_ingest(make_config([SAMPLE / "cxr_nih1000"], out, dask_scheduler, site="nih"), QUIET)
-    return out / "manifest.parquet"
 
 
 def _config(reference: str, target: str, out: Path, store: str | None = None):

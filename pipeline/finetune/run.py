@@ -86,6 +86,11 @@ def load_encoder(config: Config, seed: int) -> tuple[nn.Module, InputSpec]:
     return module, input_spec(module, tags, fallback)
 
 
+def adapted_to(module: nn.Module) -> str | None:
+    """The digest of the target scans a detector (or its encoder) was adapted to (medssl adapt), or None."""
+    return getattr(module, "adapted_to", None) or getattr(getattr(module, "encoder", None), "adapted_to", None)
+
+
 def input_spec(module: nn.Module, tags: dict[str, str], fallback: InputSpec | None) -> InputSpec:
     """What a saved encoder or detector takes: its own ``input_spec``, else its registry tags, else
     ``fallback`` (None: a ``FinetuneDataError``, since guessing would score garbage)."""
@@ -193,6 +198,8 @@ def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, s
         "spatial_dims": str(spec.spatial_dims),
         "input_size": str(spec.size),
     }
+    if (target := adapted_to(detector)) is not None:  # its encoder was pretrained on, or adapted to, a target
+        tags["adapted_to"] = target
     uri = log_scorer(result.detector, f"{cfg.name}-detector", cfg.register_detector, tags, alias=ALIAS)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "detector": str(result.detector)}

@@ -29,7 +29,9 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from models import MAE, METHODS
+from models.detectors import Classifier, NormalBank
 from models.encoders import build_encoder
+from models.momentum import MomentumPair
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Config, ConfigError, PretrainConfig, TrackingConfig
 from pipeline.device import DeviceSetup, init_distributed, resolve
@@ -39,11 +41,12 @@ from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, 
 from pipeline.pretrain.screen import SkippedFile, reason_counts, screen_and_report
 from pipeline.pretrain.views import KEY, ViewPairs, centred, dataset, load_fixed, views
 from pipeline.report import report_table
-from pipeline.tracking import log_artifact, log_metrics, log_model, log_table_input, stage_run
+from pipeline.tracking import load_model, log_artifact, log_metrics, log_model, log_table_input, stage_run
 
 # Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
 _TRAINING_KEYS = ("method", "spatial_dims", "size", "volume_side", "slices_per_volume", "epochs", "batch_size")
 _TRAINING_KEYS += ("lr", "weight_decay", "warmup_epochs", "seed", "encoder", "views", "patch_size", "vit", "options")
+_TRAINING_KEYS += ("init",)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,22 @@ def build_model(cfg: PretrainConfig, in_channels: int = 1) -> nn.Module:
         return METHODS[cfg.method](encoder, feature_dim, **options)
     except TypeError as exc:  # an option the method's class does not take
         raise ConfigError(f"pretrain.options/vit for {cfg.method}: {exc}") from None
+
+
+def start_from(model: nn.Module, ref: str, tracking: TrackingConfig) -> None:
+    """Load the encoder ``ref`` names (or a detector's encoder) into ``model``'s encoder, and into its
+    momentum copy, so training continues from it."""
+    try:
+        source, _ = load_model(ref, tracking)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"pretrain.init: {exc}") from None
+    source = source.encoder if isinstance(source, Classifier | NormalBank) else source
+    try:
+        model.encoder.load_state_dict(source.state_dict())
+    except RuntimeError:
+        raise ConfigError(f"pretrain.init: {ref} does not have the shape of pretrain.encoder (or vit)") from None
+    if isinstance(model, MomentumPair):
+        model.sync_target()
 
 
 def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
@@ -204,7 +223,10 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
         raise PretrainDataError(f"{cfg.manifest}: {len(train)} training items; each process needs at least 2")
 
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg).to(setup.device)
+    model = build_model(cfg)
+    if cfg.init is not None:
+        start_from(model, cfg.init, config.tracking)
+    model = model.to(setup.device)
     optimiser = torch.optim.AdamW(
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
@@ -303,6 +325,8 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
     encoder = model.encoder.cpu().eval()
     # What a later stage needs to feed it, carried by the module itself (file or registry alike).
     encoder.input_spec = {"spatial_dims": cfg.spatial_dims, "size": cfg.size, "volume_side": cfg.volume_side}
+    if cfg.init is not None:  # continued on these scans: adapted to them (the promotion gate reads it)
+        encoder.adapted_to = result.dataset_digest
     with atomic_path(result.encoder) as tmp:
         torch.save(encoder, tmp)
     example = np.asarray(centred(cfg.spatial_dims, cfg.size, cfg.volume_side)(dict(item))[KEY], np.float32)[None]
@@ -313,6 +337,8 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
         "input_size": str(cfg.size),
         "in_channels": "1",
     }
+    if cfg.init is not None:
+        tags.update(init=cfg.init, adapted_to=result.dataset_digest)
     uri = log_model(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
