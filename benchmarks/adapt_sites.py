@@ -1,0 +1,174 @@
+"""Cross-site AUROC of a few-label detector, before and after adapting to the new site without its labels.
+
+The two chest X-ray sites of ../shared/data: adult (cxr_nih1000) and pediatric (PneumoniaMNIST train
+images), at the common size 28 (``configs/bench-sites.yaml``). For each direction (source -> target):
+
+- each site's SSL encoder is MoCo pretrained on that site's images alone (no labels);
+- every seed draws ``--budget`` labels from the source's training part and fits a linear probe on the
+  source encoder (``pipeline.finetune``); it is scored on the source's validation part (in-site) and on the
+  target's validation part (cross-site);
+- the same detector adapted with AdaBN and with TENT on the target's training part (unlabelled), and a
+  probe fitted on the same source labels from the source encoder after continued SSL on the target's
+  training part (``medssl adapt --method ssl``), are scored on the target's validation part;
+- the target's own in-site figure (its encoder, as many of its own labels, its validation part) is the
+  ceiling: an adaptation's share of the gap is (adapted - cross-site) / (target in-site - cross-site).
+
+Validation parts only (the fixed, group-disjoint fifth of each pool); the test splits stay unused.
+
+    .venv/bin/python benchmarks/adapt_sites.py --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(HERE))
+from finetune_curves import dataset  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
+
+from pipeline.adapt import adabn, run_adapt, tent  # noqa: E402
+from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.finetune.data import Budget, draw, labelled_items, split  # noqa: E402
+from pipeline.finetune.fit import fit_linear, score  # noqa: E402
+from pipeline.finetune.run import scan_auroc  # noqa: E402
+from pipeline.pretrain.run import run_pretrain  # noqa: E402
+from pipeline.pretrain.views import load_fixed  # noqa: E402
+
+CONFIG = ROOT / "configs" / "bench-sites.yaml"
+SITES = {"adult": "cxr_nih1000", "pediatric": "pneumoniamnist"}
+ARMS = ("source in-site", "cross-site", "AdaBN", "TENT", "continued SSL", "target in-site")
+
+
+class Site:
+    """One site's labelled pool, its fixed split, its images at the common size, and its SSL encoder."""
+
+    def __init__(self, name: str, config: Config, work: Path, console: Console) -> None:
+        self.name = name
+        self.manifest, labels = dataset(SITES[name], work / "curves" / SITES[name], console)
+        size = config.pretrain.size
+        items = labelled_items(self.manifest, labels, config.ingest.secret(), 2, 0, console)
+        self.train, self.val = split(items, 0.2, 0)
+        self.position = {id(it): i for i, it in enumerate(self.train)}
+        self.train_images = load_fixed(self.train, 2, size)
+        self.val_images = load_fixed(self.val, 2, size)
+        overrides = {"manifest": self.manifest, "out": work / "adapt" / f"{name}-encoder", "register_encoder": False}
+        pretrain = config.pretrain.model_copy(update=overrides)
+        self.encoder_path = run_pretrain(config.model_copy(update={"pretrain": pretrain}), console).encoder
+        self.encoder = torch.load(self.encoder_path, map_location="cpu", weights_only=False)
+
+    def train_manifest(self) -> Path:
+        """The manifest rows of the training part only: what continued SSL may see of this site."""
+        table = pd.read_parquet(self.manifest)
+        scans = {it["scan"] for it in self.train}
+        path = self.manifest.with_name("manifest-train.parquet")
+        table[table.series_key.isin(scans)].to_parquet(path)
+        return path
+
+
+def probe(encoder: torch.nn.Module, site: Site, chosen: list[dict], seed: int) -> torch.nn.Module:
+    index = torch.as_tensor([site.position[id(it)] for it in chosen])
+    labels = np.array([it["label"] for it in chosen])
+    with torch.no_grad():
+        dim = int(encoder.eval()(site.train_images[:1]).shape[1])
+    return fit_linear(copy.deepcopy(encoder), dim, site.train_images[index], labels, 1.0, seed, torch.device("cpu"))
+
+
+def auroc(detector: torch.nn.Module, site: Site) -> float:
+    return scan_auroc(site.val, score(detector, site.val_images, torch.device("cpu")))
+
+
+def direction(source: Site, target: Site, args: argparse.Namespace, config: Config, console: Console) -> dict:
+    """Every arm's AUROC per seed for source -> target."""
+    ssl = config.adapt.model_copy(
+        update={
+            "model": str(source.encoder_path),
+            "target": str(target.train_manifest()),
+            "method": "ssl",
+            "out": args.work / "adapt" / f"{source.name}-to-{target.name}-ssl",
+            "register_model": False,
+        }
+    )
+    pretrain = config.pretrain.model_copy(update={"epochs": args.ssl_epochs})
+    continued = run_adapt(config.model_copy(update={"adapt": ssl, "pretrain": pretrain}), console).model
+    adapted_encoder = torch.load(continued, map_location="cpu", weights_only=False)
+    budget = Budget.parse(args.budget)
+    device = torch.device("cpu")
+    results: dict[str, list[float]] = {arm: [] for arm in ARMS}
+    for seed in range(args.seeds):
+        chosen = draw(source.train, budget, seed)
+        detector = probe(source.encoder, source, chosen, seed)
+        results["source in-site"].append(auroc(detector, source))
+        results["cross-site"].append(auroc(detector, target))
+        results["AdaBN"].append(auroc(adabn(detector, target.train_images, config.adapt.batch_size, device), target))
+        tented = tent(detector, target.train_images, config.adapt.batch_size, args.tent_lr, 1, seed, device)
+        results["TENT"].append(auroc(tented, target))
+        results["continued SSL"].append(auroc(probe(adapted_encoder, source, chosen, seed), target))
+        own = probe(target.encoder, target, draw(target.train, budget, seed), seed)
+        results["target in-site"].append(auroc(own, target))
+        console.print(
+            f"{source.name} -> {target.name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in results.items())
+        )
+    return results
+
+
+def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[str, str], dict]) -> str:
+    a, p = sites["adult"], sites["pediatric"]
+    lines = [
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Common size "
+        f"28x28; encoders: MoCo on each site's images ({a.name}: {len(a.train) + len(a.val)} scans, "
+        f"{p.name}: {len(p.train) + len(p.val)}); linear probe on {args.budget} of the source's labels; "
+        f"{args.seeds} seeds; TENT lr {args.tent_lr}, one pass; continued SSL {args.ssl_epochs} epochs on the "
+        f"target's training part. Validation parts: {len(a.val)} adult, {len(p.val)} pediatric scans.",
+        "",
+        "| source -> target | " + " | ".join(ARMS) + " | gap recovered: AdaBN / TENT / continued SSL |",
+        "|---|" + "---|" * (len(ARMS) + 1),
+    ]
+    for (source, target), results in table.items():
+        mean = {arm: float(np.mean(v)) for arm, v in results.items()}
+        cells = [f"{mean[arm]:.3f} ± {np.std(results[arm], ddof=1):.3f}" for arm in ARMS]
+        gap = mean["target in-site"] - mean["cross-site"]
+        shares = " / ".join(
+            f"{(mean[arm] - mean['cross-site']) / gap:+.0%}" if gap > 0 else "-"
+            for arm in ("AdaBN", "TENT", "continued SSL")
+        )
+        lines.append(f"| {source} -> {target} | " + " | ".join(cells) + f" | {shares} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--budget", default="10%", help="labels of the source site: N% or Nshot")
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--ssl-epochs", type=int, default=20, help="continued SSL epochs on the target")
+    ap.add_argument("--tent-lr", type=float, default=1e-3)
+    ap.add_argument("--work", type=Path, default=HERE / "work")
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args()
+    console = Console(stderr=True)
+    config = load_config(CONFIG, {"tracking.uri": f"sqlite:///{args.work}/adapt/mlflow.db"})
+    (args.work / "adapt").mkdir(parents=True, exist_ok=True)
+    sites = {name: Site(name, config, args.work, console) for name in SITES}
+    table = {
+        (s, t): direction(sites[s], sites[t], args, config, console)
+        for s, t in (("adult", "pediatric"), ("pediatric", "adult"))
+    }
+    report = render(args, sites, table)
+    print(report)
+    if args.write_results:
+        write_section(RESULTS, "adapt-sites", report)
+
+
+if __name__ == "__main__":
+    main()
