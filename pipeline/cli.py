@@ -357,5 +357,31 @@ def adapt(
     console.print(summary_table(result))
 
 
+@app.command()
+def score(
+    manifest: Annotated[Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet to score.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Detector URI or .pt (default models:/medssl-detector@champion).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results CSV (default: scores.csv by it).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Scores at or above it are flagged abnormal.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score the manifest's series with the champion (or --model); series this version already scored are
+    skipped, new rows are appended to the results table."""
+    from pipeline.evaluate.run import EvaluateError
+    from pipeline.pretrain.rows import PretrainDataError
+    from pipeline.score import run_score, summary_table
+
+    overrides = {
+        "score.manifest": str(manifest) if manifest else None,
+        "score.model": model,
+        "score.out": str(out) if out else None,
+        "score.threshold": threshold,
+    }
+    result = _run_stage(run_score, config, overrides, (EvaluateError, PretrainDataError))
+    console.print(summary_table(result))
+
+
 if __name__ == "__main__":
     app()

@@ -184,6 +184,14 @@ class ShiftConfig(_Strict):
     device: str = "auto"
 
 
+class ScoreConfig(_Strict):
+    model: str = "models:/medssl-detector@champion"
+    manifest: Path | None = None
+    out: Path | None = None
+    threshold: float = 0.0
+    device: str = "auto"
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -195,6 +203,7 @@ class Config(_Strict):
     suggest: SuggestConfig = Field(default_factory=SuggestConfig)
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    score: ScoreConfig = Field(default_factory=ScoreConfig)
 
 
 class ConfigError(ValueError):

@@ -70,9 +70,9 @@ def _ingest(config: Config, out: Path, paths: list[str], labels: Path, console: 
 def scan_scores(
     model: nn.Module, rows: pd.DataFrame, root: Path, spec: InputSpec, slices: int, device: torch.device
 ) -> pd.DataFrame:
-    """One row per scan (manifest ``series_key``): its label and mean score over its items (volume slices)."""
-    found = [it for it in items(rows, root, spec.spatial_dims, slices) if it["label"] is not None]
-    usable, _ = screen(found, root)
+    """One row per scan (manifest ``series_key``): its label (None when it has none) and mean score over its
+    items (volume slices). Files that are missing or changed since ingest are left out."""
+    usable, _ = screen(items(rows, root, spec.spatial_dims, slices), root)
     if not usable:
         return pd.DataFrame(columns=["scan", "label", "score"])
     images = load_fixed(usable, spec.spatial_dims, spec.size, spec.volume_side)

@@ -1,0 +1,122 @@
+"""The score stage: a registered detector (the champion, by default) scores newly ingested series.
+
+The results table grows batch by batch: one row per series and model version, with the score, the decision
+at the threshold and when it was made. A series that this model version has already scored is not scored
+again, so the nightly batch can run over a manifest that keeps growing; a new champion scores everything
+once. The alias is resolved to its version number at the start, so one batch is scored by one version even
+if the alias moves meanwhile. Rows hold the manifest's keyed ``series_key``, never a path or patient name.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.atomic import write_text
+from pipeline.config import Config
+from pipeline.device import resolve
+from pipeline.evaluate.run import EvaluateError, scan_scores
+from pipeline.finetune.data import FinetuneDataError
+from pipeline.finetune.run import input_spec
+from pipeline.pretrain.rows import read_manifest
+from pipeline.report import report_table
+from pipeline.tracking import alias_version, load_model, log_artifact, log_metrics, stage_run
+
+COLUMNS = ["series_key", "score", "decision", "threshold", "model", "version", "scored_at"]
+
+
+@dataclass(frozen=True)
+class ScoreResult:
+    out: Path
+    model: str
+    version: str
+    scored: int
+    already_scored: int
+    not_scored: int
+    flagged: int
+    threshold: float
+
+
+def pin(ref: str, config: Config) -> tuple[str, str, str]:
+    """(model name, version, a reference to exactly that version): an alias is resolved to its number now;
+    a file is named by its content digest."""
+    if not ref.startswith("models:/"):
+        path = Path(ref)
+        if not path.is_file():
+            raise EvaluateError(f"model not found: {ref}")
+        return path.name, hashlib.sha256(path.read_bytes()).hexdigest()[:12], ref
+    name, _, alias = ref.removeprefix("models:/").partition("@")
+    if not alias:
+        name, _, version = name.partition("/")
+        return name, version, ref
+    version = alias_version(name, alias, config.tracking)
+    if version is None:
+        raise EvaluateError(f"{ref}: no such registered model or alias (run medssl promote to name a champion)")
+    return name, version, f"models:/{name}/{version}"
+
+
+def run_score(config: Config, console: Console) -> ScoreResult:
+    """Score the manifest's accepted series not yet scored by this model version; append them to the table."""
+    cfg = config.score
+    if cfg.manifest is None:
+        raise EvaluateError("score needs the manifest of the ingested series (--manifest)")
+    name, version, ref = pin(cfg.model, config)
+    model, tags = load_model(ref, config.tracking)
+    try:
+        spec = input_spec(model, tags, None)
+    except FinetuneDataError as exc:
+        raise EvaluateError(str(exc)) from None
+    out = cfg.out or cfg.manifest.parent / "scores.csv"
+    previous = pd.read_csv(out, dtype={"version": str}) if out.is_file() else pd.DataFrame(columns=COLUMNS)
+    done = set(previous.series_key[(previous.model == name) & (previous.version == version)])
+    accepted = read_manifest(cfg.manifest)
+    todo = accepted[~accepted.series_key.isin(done)].reset_index(drop=True)
+    device = resolve(cfg.device).device
+    scored = scan_scores(model, todo, cfg.manifest.parent, spec, config.pretrain.slices_per_volume, device)
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+    new = pd.DataFrame(
+        {
+            "series_key": scored.scan,
+            "score": scored.score.astype(float),
+            "decision": ["abnormal" if s >= cfg.threshold else "normal" for s in scored.score],
+            "threshold": cfg.threshold,
+            "model": name,
+            "version": version,
+            "scored_at": now,
+        },
+        columns=COLUMNS,
+    )
+    table = new if previous.empty else pd.concat([previous, new], ignore_index=True)
+    result = ScoreResult(
+        out=out,
+        model=name,
+        version=version,
+        scored=len(new),
+        already_scored=len(accepted) - len(todo),
+        not_scored=len(todo) - len(new),
+        flagged=int((new.decision == "abnormal").sum()),
+        threshold=cfg.threshold,
+    )
+    with stage_run(config, "score", tags={"medssl.model": f"{name}/{version}"}):
+        write_text(out, table.to_csv(index=False))
+        log_metrics({"scored": result.scored, "flagged": result.flagged, "not_scored": result.not_scored})
+        log_artifact(out)
+    return result
+
+
+def summary_table(result: ScoreResult) -> Table:
+    rows = [
+        ("model", f"{result.model} version {result.version}"),
+        ("scored now", str(result.scored)),
+        ("flagged abnormal", f"{result.flagged} (score >= {result.threshold})"),
+        ("already scored by this version", str(result.already_scored)),
+        ("not scored (missing or changed files)", str(result.not_scored)),
+        ("results", str(result.out)),
+    ]
+    return report_table("score", rows)

@@ -1,0 +1,61 @@
+"""The champion scores newly ingested chest X-rays once per model version; the results table only grows."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import pandas as pd
+import pytest
+from conftest import finetune_config
+from rich.console import Console
+
+from pipeline.config import load_config
+from pipeline.evaluate.run import EvaluateError
+from pipeline.finetune.run import run_finetune
+from pipeline.score import COLUMNS, run_score
+from pipeline.tracking import set_alias
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+
+
+def _score(store, manifest, out, model="models:/medssl-detector@champion"):
+    overrides = {"score.model": model, "score.manifest": str(manifest), "score.out": str(out), "tracking.uri": store}
+    return run_score(load_config(None, overrides), QUIET)
+
+
+def test_the_champion_scores_each_series_once_per_version(pneumonia_manifest, tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    # A copy of the ingested sample, so one file can go missing without touching the shared fixture.
+    ingested = tmp_path / "ingested"
+    shutil.copytree(pneumonia_manifest.parent, ingested)
+    manifest = ingested / "manifest.parquet"
+    cfg = finetune_config(manifest, tmp_path / "ft", store, budget="16shot", seeds=1)
+    first = run_finetune(cfg, QUIET)
+    tracking = load_config(None, {"tracking.uri": store}).tracking
+    set_alias("medssl-detector", "champion", first.model_uri.rsplit("/", 1)[1], tracking)
+    rows = pd.read_parquet(manifest)
+    (ingested / rows.output_path[0]).unlink()
+
+    out = tmp_path / "scores.csv"
+    night1 = _score(store, manifest, out)
+    assert (night1.version, night1.scored, night1.not_scored, night1.already_scored) == ("1", 159, 1, 0)
+    table = pd.read_csv(out, dtype={"version": str})
+    assert list(table.columns) == COLUMNS and len(table) == 159
+    assert set(table.decision) <= {"normal", "abnormal"} and night1.flagged == (table.decision == "abnormal").sum()
+    assert set(table.series_key) <= set(rows.series_key)  # keyed pseudonyms only: no paths, no names
+
+    night2 = _score(store, manifest, out)
+    assert (night2.scored, night2.already_scored) == (0, 159)
+
+    second = run_finetune(cfg.model_copy(update={"finetune": cfg.finetune.model_copy(update={"seed": 5})}), QUIET)
+    set_alias("medssl-detector", "champion", second.model_uri.rsplit("/", 1)[1], tracking)
+    night3 = _score(store, manifest, out)
+    assert night3.version == "2" and night3.scored == 159
+    assert len(pd.read_csv(out)) == 2 * 159
+
+
+def test_an_unknown_alias_is_a_clear_error(pneumonia_manifest, tmp_path):
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    with pytest.raises(EvaluateError, match="no such registered model or alias"):
+        _score(store, pneumonia_manifest, tmp_path / "s.csv", "models:/nothing@champion")
