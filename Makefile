@@ -26,13 +26,12 @@ lint: install
 
 demo: install
 	mkdir -p demo-out
-	$(BIN)/medssl ingest --config configs/demo.yaml
-	$(BIN)/medssl pretrain --config configs/demo.yaml
-	$(BIN)/medssl finetune --config configs/demo.yaml
-	@echo "Manifest: demo-out/manifest.parquet"
-	@echo "Encoder:  demo-out/pretrain/encoder.pt, registered as models:/medssl-encoder@simclr"
-	@echo "Detector: demo-out/finetune/detector.pt, registered as models:/medssl-detector@challenger"
-	@echo "MLflow:   $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
+	$(BIN)/medssl run --config configs/demo.yaml
+	@echo "Manifest:   demo-out/manifest.parquet"
+	@echo "Encoder:    demo-out/pretrain/encoder.pt, registered as models:/medssl-encoder@simclr"
+	@echo "Detector:   models:/medssl-detector@champion (demo-out/finetune/detector.pt)"
+	@echo "Evaluation: demo-out/evaluate/metrics.json, scores.csv, roc.png"
+	@echo "MLflow:     $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
 
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py

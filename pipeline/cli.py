@@ -9,6 +9,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.table import Table
 
 from pipeline.cluster import ClusterError
 from pipeline.config import Config, ConfigError, load_config
@@ -381,6 +382,33 @@ def score(
     }
     result = _run_stage(run_score, config, overrides, (EvaluateError, PretrainDataError))
     console.print(summary_table(result))
+
+
+@app.command("run")
+def run_all(
+    config: ConfigOpt = None,
+    force: Annotated[
+        list[str] | None, typer.Option(help="Redo this stage even if its inputs are unchanged (repeatable).")
+    ] = None,
+) -> None:
+    """The whole pipeline: ingest -> pretrain -> finetune -> evaluate -> promote, one MLflow parent run with
+    a nested run per stage, each stage fed by the one before; stages whose inputs are unchanged are skipped."""
+    from pipeline.evaluate.run import EvaluateError
+    from pipeline.finetune.data import FinetuneDataError
+    from pipeline.ingest import IngestError
+    from pipeline.pretrain.rows import PretrainDataError
+    from pipeline.workflow import run_workflow
+
+    errors = (IngestError, ClusterError, PretrainDataError, FinetuneDataError, EvaluateError, LabelsError)
+    result = _run_stage(lambda cfg, con: run_workflow(cfg, con, force or ()), config, {}, errors)
+    table = Table(title="medssl run", show_header=True, header_style="bold")
+    table.add_column("stage")
+    table.add_column("outcome")
+    for stage, outcome in result.outcome.items():
+        table.add_row(stage, outcome)
+    console.print(table)
+    for name, value in result.outputs.items():
+        console.print(f"{name}: {value}")
 
 
 if __name__ == "__main__":

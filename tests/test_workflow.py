@@ -1,0 +1,70 @@
+"""medssl run: every stage on real chest X-rays in one MLflow parent run; a re-run skips what is unchanged."""
+
+from __future__ import annotations
+
+import os
+
+import mlflow
+import pytest
+from conftest import PNEUMONIA, TEST_KEY, TINY_ENCODER
+from rich.console import Console
+
+from pipeline.config import ConfigError, load_config
+from pipeline.workflow import STAGES, run_workflow
+
+QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+
+
+def _config(tmp_path, dask_scheduler):
+    return load_config(
+        None,
+        {
+            "ingest.sources": [str(PNEUMONIA / "train")],
+            "ingest.out": str(tmp_path / "out"),
+            "ingest.pseudonym_key": TEST_KEY,
+            "dask.scheduler": dask_scheduler,
+            "tracking.uri": f"sqlite:///{tmp_path}/mlflow.db",
+            "pretrain.size": 28,
+            "pretrain.encoder": TINY_ENCODER,
+            "pretrain.epochs": 1,
+            "pretrain.batch_size": 16,
+            "pretrain.monitor.every": 0,
+            "finetune.labels": str(PNEUMONIA / "train" / "labels.csv"),
+            "finetune.budget": "16shot",
+            "finetune.seeds": 1,
+            "evaluate.labels": str(PNEUMONIA / "val" / "labels.csv"),
+            "evaluate.bootstrap": 50,
+        },
+    )
+
+
+def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_scheduler):
+    config = _config(tmp_path, dask_scheduler)
+    first = run_workflow(config, QUIET)
+    assert first.outcome == dict.fromkeys(STAGES, "ran")
+    assert first.outputs["pretrain.encoder"] == "models:/medssl-encoder/1"
+    assert first.outputs["finetune.detector"] == "models:/medssl-detector/1"
+    assert first.outputs["promote.promoted"] == "True"
+
+    mlflow.set_tracking_uri(config.tracking.uri)
+    runs = mlflow.search_runs(experiment_names=["medssl"], output_format="list")
+    parent = next(r for r in runs if r.info.run_name == "pipeline")
+    children = {r.info.run_name for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id}
+    assert set(STAGES) <= children
+
+    again = run_workflow(config, QUIET)
+    assert all(outcome.startswith("skipped") for outcome in again.outcome.values()), again.outcome
+
+    forced = run_workflow(config, QUIET, force=["finetune"])
+    assert forced.outcome["finetune"] == "ran" and forced.outcome["evaluate"] == "ran"  # a new detector version
+    assert forced.outcome["pretrain"].startswith("skipped")
+    assert forced.outputs["finetune.detector"] == "models:/medssl-detector/2"
+
+
+def test_run_names_what_it_needs(tmp_path, dask_scheduler):
+    config = _config(tmp_path, dask_scheduler)
+    with pytest.raises(ConfigError, match="no stage train"):
+        run_workflow(config, QUIET, force=["train"])
+    bare = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"labels": None})})
+    with pytest.raises(ConfigError, match=r"evaluate\.labels"):
+        run_workflow(bare, QUIET)
