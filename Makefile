@@ -41,7 +41,7 @@ bench: install
 	$(BIN)/python benchmarks/suggest_vs_random.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
 
 lock:
-	$(BIN)/uv pip compile pyproject.toml --extra bench --extra dev --find-links $(WHEELS) -o requirements.lock \
+	$(BIN)/uv pip compile pyproject.toml --extra bench --extra airflow --extra dev --find-links $(WHEELS) -o requirements.lock \
 		--python $(BIN)/python
 
 clean:
