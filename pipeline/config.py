@@ -192,6 +192,11 @@ class ScoreConfig(_Strict):
     device: str = "auto"
 
 
+class ScheduleConfig(_Strict):
+    root: Path | None = None
+    incoming: Path | None = None
+
+
 class Config(_Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -204,6 +209,7 @@ class Config(_Strict):
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
 
 
 class ConfigError(ValueError):

@@ -66,106 +66,120 @@ class _State:
         write_text(self.path, json.dumps(self.data, indent=2, default=str))
 
 
-def _cached(
-    state: _State,
-    result: WorkflowResult,
-    stage: str,
-    key: Callable[[], str],
-    run: Callable[[], dict[str, Any]],
-    console: Console,
-) -> dict[str, Any]:
-    """Run ``stage`` unless its inputs' key is the recorded one; either way return its outputs. The key is
-    recorded as the stage leaves its inputs (promote moves the aliases it reads)."""
-    if (outputs := state.unchanged(stage, key())) is not None:
-        result.outcome[stage] = "skipped: inputs unchanged"
-        console.print(f"[dim]{stage}: inputs unchanged since the last run, skipped[/]")
-    else:
-        outputs = run()
-        state.record(stage, key(), outputs)
-        result.outcome[stage] = "ran"
-    result.outputs.update({f"{stage}.{k}": str(v) for k, v in outputs.items()})
-    return outputs
+class Steps:
+    """One pipeline run's wiring: each stage as one method, fed by what the stage before returned.
+
+    ``out`` holds every stage's output folder and ``run-state.json``; the ``medssl run`` command chains the
+    methods in one process, the weekly Airflow DAG calls one per task and passes the returned paths and URIs
+    between tasks."""
+
+    def __init__(self, config: Config, console: Console, out: Path, force: Iterable[str] = ()) -> None:
+        unknown = set(force) - set(STAGES)
+        if unknown:
+            raise ConfigError(f"--force: no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+        if config.finetune.labels is None or config.evaluate.labels is None:
+            raise ConfigError("run needs finetune.labels (training labels) and evaluate.labels (a held-out set)")
+        self.config, self.console, self.out = config, console, out
+        self.state = _State(out / "run-state.json", force)
+        self.result = WorkflowResult(self.state.path)
+
+    def _cached(self, stage: str, key: Callable[[], str], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """Run ``stage`` unless its inputs' key is the recorded one; either way return its outputs. The key is
+        recorded as the stage leaves its inputs (promote moves the aliases it reads)."""
+        if (outputs := self.state.unchanged(stage, key())) is not None:
+            self.result.outcome[stage] = "skipped: inputs unchanged"
+            self.console.print(f"[dim]{stage}: inputs unchanged since the last run, skipped[/]")
+        else:
+            outputs = run()
+            self.state.record(stage, key(), outputs)
+            self.result.outcome[stage] = "ran"
+        self.result.outputs.update({f"{stage}.{k}": str(v) for k, v in outputs.items()})
+        return outputs
+
+    def ingest(self) -> Path:
+        """Convert what is new or changed in ``ingest.sources``; the manifest path."""
+        ingested = run_ingest(self.config, self.console)
+        self.result.outcome["ingest"] = "ran" if ingested.converted else "skipped: no new or changed files"
+        self.result.outputs["ingest.manifest"] = str(ingested.manifest)
+        return ingested.manifest
+
+    def pretrain(self, manifest: Path) -> str:
+        """The encoder's registry URI (or file when tracking is off); a finished run is found by its fingerprint."""
+        cfg = self.config.pretrain
+        cfg = cfg.model_copy(update={"manifest": manifest, "out": cfg.out or self.out / "pretrain"})
+        if "pretrain" in self.state.force:
+            (cfg.out / "pretrain.json").unlink(missing_ok=True)
+            (cfg.out / "checkpoint.pt").unlink(missing_ok=True)
+        done = run_pretrain(self.config.model_copy(update={"pretrain": cfg}), self.console)
+        self.result.outcome["pretrain"] = (
+            "skipped: finished run with these settings and data" if done.skipped else "ran"
+        )
+        encoder = done.model_uri or str(done.encoder)
+        self.result.outputs["pretrain.encoder"] = encoder
+        return encoder
+
+    def finetune(self, manifest: Path, encoder: str) -> str:
+        """The detector's registry URI (registered as challenger); skipped when settings, data, encoder weights
+        and labels are those of the last run."""
+        fine = self.config.finetune
+        fine = fine.model_copy(
+            update={"manifest": manifest, "encoder": encoder, "out": fine.out or self.out / "finetune"}
+        )
+        pre = self.config.pretrain
+        data = digest(items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume))
+        weights = encoder if encoder.startswith("models:/") else _file_digest(Path(encoder))  # versions are immutable
+        inputs = (fine.model_dump(mode="json"), data, weights, _file_digest(fine.labels))
+
+        def finetune() -> dict[str, Any]:
+            done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console)
+            return {"detector": done.model_uri or str(done.detector), "val_auroc": done.mean}
+
+        return self._cached("finetune", lambda: _key(*inputs), finetune)["detector"]
+
+    def evaluate(self, detector: str) -> dict[str, Any]:
+        """Metrics of ``detector`` on ``evaluate.labels`` (metrics.json, scores.csv, roc.png)."""
+        ev = self.config.evaluate
+        ev = ev.model_copy(update={"model": detector, "out": ev.out or self.out / "evaluate"})
+
+        def evaluate() -> dict[str, Any]:
+            done = run_evaluate(self.config.model_copy(update={"evaluate": ev}), self.console)
+            return {"metrics": ev.out / "metrics.json", "auroc": done.metrics["auroc"]["value"]}
+
+        return self._cached("evaluate", lambda: _key(ev.model_dump(mode="json"), _file_digest(ev.labels)), evaluate)
+
+    def promote(self) -> dict[str, Any]:
+        """Move ``champion`` to the challenger when it wins on the evaluation set (the registry holds both)."""
+        if not self.config.tracking.enabled:
+            self.result.outcome["promote"] = "skipped: tracking is off (the registry holds the aliases)"
+            return {}
+        cfg = self.config.promote.model_copy(
+            update={
+                "name": f"{self.config.finetune.name}-detector",
+                "labels": self.config.promote.labels or self.config.evaluate.labels,
+                "out": self.config.promote.out or self.out / "promotion",
+            }
+        )
+
+        def key() -> str:
+            versions = [alias_version(cfg.name, a, self.config.tracking) for a in (CHALLENGER, CHAMPION)]
+            return _key(cfg.model_dump(mode="json"), versions, _file_digest(cfg.labels))
+
+        def promote() -> dict[str, Any]:
+            done = run_promote(self.config.model_copy(update={"promote": cfg}), self.console)
+            return {"decision": cfg.out / "decision.json", "promoted": done.promoted, "reason": done.reason}
+
+        return self._cached("promote", key, promote)
 
 
 def run_workflow(config: Config, console: Console, force: Iterable[str] = ()) -> WorkflowResult:
     """Run every stage in order, each fed by the one before; see the module docstring."""
-    unknown = set(force) - set(STAGES)
-    if unknown:
-        raise ConfigError(f"--force: no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
     if config.ingest.out is None:
         raise ConfigError("run needs ingest.out: the folder every stage's output goes under")
-    if config.finetune.labels is None or config.evaluate.labels is None:
-        raise ConfigError("run needs finetune.labels (training labels) and evaluate.labels (a held-out set)")
-    out = config.ingest.out
-    state = _State(out / "run-state.json", force)
-    result = WorkflowResult(state.path)
-
+    steps = Steps(config, console, config.ingest.out, force)
     with stage_run(config, "pipeline"):
-        ingested = run_ingest(config, console)
-        result.outcome["ingest"] = "ran" if ingested.converted else "skipped: no new or changed files"
-        manifest = ingested.manifest
-        result.outputs["ingest.manifest"] = str(manifest)
-        pre = config.pretrain
-        data = digest(items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume))
-
-        pretrain_cfg = pre.model_copy(update={"manifest": manifest, "out": pre.out or out / "pretrain"})
-        if "pretrain" in state.force:
-            (pretrain_cfg.out / "pretrain.json").unlink(missing_ok=True)
-            (pretrain_cfg.out / "checkpoint.pt").unlink(missing_ok=True)
-        pretrained = run_pretrain(config.model_copy(update={"pretrain": pretrain_cfg}), console)
-        result.outcome["pretrain"] = (
-            "skipped: finished run with these settings and data" if pretrained.skipped else "ran"
-        )
-        encoder = pretrained.model_uri or str(pretrained.encoder)
-        result.outputs["pretrain.encoder"] = encoder
-
-        fine = config.finetune.model_copy(
-            update={"manifest": manifest, "encoder": encoder, "out": config.finetune.out or out / "finetune"}
-        )
-        inputs = (fine.model_dump(mode="json"), data, _file_digest(pretrained.encoder), _file_digest(fine.labels))
-
-        def finetune() -> dict[str, Any]:
-            done = run_finetune(config.model_copy(update={"finetune": fine}), console)
-            return {"detector": done.model_uri or str(done.detector), "val_auroc": done.mean}
-
-        detector = _cached(state, result, "finetune", lambda: _key(*inputs), finetune, console)["detector"]
-
-        evaluation = config.evaluate.model_copy(
-            update={"model": detector, "out": config.evaluate.out or out / "evaluate"}
-        )
-
-        def evaluate() -> dict[str, Any]:
-            done = run_evaluate(config.model_copy(update={"evaluate": evaluation}), console)
-            return {"metrics": evaluation.out / "metrics.json", "auroc": done.metrics["auroc"]["value"]}
-
-        _cached(
-            state,
-            result,
-            "evaluate",
-            lambda: _key(evaluation.model_dump(mode="json"), _file_digest(evaluation.labels)),
-            evaluate,
-            console,
-        )
-
-        promotion = config.promote.model_copy(
-            update={
-                "name": f"{fine.name}-detector",
-                "labels": config.promote.labels or evaluation.labels,
-                "out": config.promote.out or out / "promotion",
-            }
-        )
-        if not config.tracking.enabled:
-            result.outcome["promote"] = "skipped: tracking is off (the registry holds the aliases)"
-        else:
-
-            def promote_key() -> str:
-                versions = [alias_version(promotion.name, a, config.tracking) for a in (CHALLENGER, CHAMPION)]
-                return _key(promotion.model_dump(mode="json"), versions, _file_digest(promotion.labels))
-
-            def promote() -> dict[str, Any]:
-                done = run_promote(config.model_copy(update={"promote": promotion}), console)
-                return {"decision": promotion.out / "decision.json", "promoted": done.promoted, "reason": done.reason}
-
-            _cached(state, result, "promote", promote_key, promote, console)
-        log_metrics({f"skipped_{s}": float(o.startswith("skipped")) for s, o in result.outcome.items()})
-    return result
+        manifest = steps.ingest()
+        detector = steps.finetune(manifest, steps.pretrain(manifest))
+        steps.evaluate(detector)
+        steps.promote()
+        log_metrics({f"skipped_{s}": float(o.startswith("skipped")) for s, o in steps.result.outcome.items()})
+    return steps.result
