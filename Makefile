@@ -6,7 +6,7 @@ WHEELS ?= /opt/wheels
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install test lint demo bench clean lock
+.PHONY: install system-deps test lint demo bench clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,7 +17,19 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-test: install
+# Orthanc + its DICOMweb plugin: the real PACS that tests/test_dicomweb.py starts on its own ports (needs root).
+# A policy-rc.d that says no (101) keeps Debian from starting the system Orthanc service while installing.
+system-deps:
+	command -v Orthanc >/dev/null || { \
+		if [ ! -e /usr/sbin/policy-rc.d ]; then \
+			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && \
+			trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
+		fi; \
+		apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb; \
+	}
+
+test: install system-deps
 	$(BIN)/pytest -q
 
 lint: install

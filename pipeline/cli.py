@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -72,12 +73,35 @@ def ingest(
         bool | None, typer.Option("--compress/--no-compress", help="Write .nii.gz (default) or .nii.")
     ] = None,
     site: Annotated[str | None, typer.Option(help="Site name recorded in the manifest.")] = None,
+    dicomweb: Annotated[
+        str | None,
+        typer.Option(
+            "--dicomweb",
+            metavar="URL",
+            help="First pull the studies not pulled before from this DICOMweb root (QIDO-RS, WADO-RS), e.g. "
+            "http://pacs:8042/dicom-web, into <out>/staging (or ingest.dicomweb.staging), then ingest them with "
+            "any SRC (or ingest.dicomweb.url).",
+        ),
+    ] = None,
+    since: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="With --dicomweb: first StudyDate to pull (inclusive)."
+        ),
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(
+            formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="With --dicomweb: last StudyDate to pull (inclusive)."
+        ),
+    ] = None,
     no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
     config: ConfigOpt = None,
 ) -> None:
     """Convert DICOM series and 2D images to NIfTI plus manifest.parquet, rejecting what cannot be stacked.
 
-    Re-running over the same sources converts only what is new or changed; a killed run resumes.
+    Re-running over the same sources converts only what is new or changed; a killed run resumes. With
+    --dicomweb, studies not fetched before are first retrieved from the PACS (a killed pull resumes too).
     """
     from pipeline.ingest import IngestError, run_ingest, summary_table
 
@@ -89,6 +113,9 @@ def ingest(
         "ingest.nonuniform_spacing": nonuniform_spacing,
         "ingest.compress": compress,
         "ingest.site": site,
+        "ingest.dicomweb.url": dicomweb,
+        "ingest.dicomweb.since": since.date() if since else None,
+        "ingest.dicomweb.until": until.date() if until else None,
         "dask.workers": workers,
         "dask.scheduler": scheduler,
         "tracking.enabled": False if no_tracking else None,

@@ -6,11 +6,12 @@ Unknown keys are errors, so a typo in a YAML file fails loudly instead of being 
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
 
 class _Strict(BaseModel):
@@ -33,6 +34,22 @@ class DaskConfig(_Strict):
 Correction = Literal["reject", "raw", "resample"]
 
 
+class DicomwebConfig(_Strict):
+    """A DICOMweb server (PACS) to pull studies from before ingesting; ``url`` None means no pull."""
+
+    url: str | None = None
+    since: date | None = None
+    until: date | None = None
+    staging: Path | None = None
+    timeout: float = Field(default=60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DicomwebConfig:
+        if self.since is not None and self.until is not None and self.since > self.until:
+            raise ValueError(f"since ({self.since}) is after until ({self.until})")
+        return self
+
+
 class IngestConfig(_Strict):
     sources: list[Path] = Field(default_factory=list)
     out: Path | None = None
@@ -48,6 +65,7 @@ class IngestConfig(_Strict):
     tilt_tolerance_deg: float = Field(default=0.1, gt=0)
     files_per_task: int = Field(default=128, ge=1)
     image_extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg"])
+    dicomweb: DicomwebConfig = Field(default_factory=DicomwebConfig)
 
     def secret(self) -> str | None:
         """The configured pseudonym key in clear, for the code that keys identifiers with it."""

@@ -3,6 +3,8 @@
 Discovery (header-only reads) and conversion (one task per stack) run on Dask; grouping and the stack
 checks run on the client, on small records. Every finished row goes to a journal as it arrives, so a run
 that is killed loses at most the rows of its last seconds, and the next run redoes only what is missing.
+With ``ingest.dicomweb.url`` set, new studies are first pulled from the PACS into a staging folder
+(``pipeline.ingest.dicomweb``), which is then one more source.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipeline.atomic import atomic_path, write_text
 from pipeline.cluster import dask_client
 from pipeline.config import Config, IngestConfig
 from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
+from pipeline.ingest.dicomweb import DicomwebError, PullResult, pull_studies
 from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
@@ -55,6 +58,7 @@ class IngestResult:
     accepted: int
     rejected: Counter[str] = field(default_factory=Counter)
     dataset_digest: str | None = None
+    pull: PullResult | None = None  # the PACS pull that ran first, when ingest.dicomweb.url is set
 
     @property
     def files_per_second(self) -> float:
@@ -294,8 +298,8 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     """Ingest ``config.ingest.sources`` into ``config.ingest.out``; returns counts and the manifest path."""
     cfg = config.ingest
     console = console or Console(stderr=True)
-    if not cfg.sources:
-        raise IngestError("no sources given (SRC arguments or ingest.sources)")
+    if not cfg.sources and not cfg.dicomweb.url:
+        raise IngestError("no sources given (SRC arguments, ingest.sources or --dicomweb URL)")
     if cfg.out is None:
         raise IngestError("no output folder given (--out or ingest.out)")
     out_dir = Path(cfg.out)
@@ -309,6 +313,15 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     _clean_partials(out_dir)
     secret = resolve_key(cfg.secret(), out_dir)
     labels = _load_labels(cfg.labels)  # a bad label CSV fails here, before the cluster starts
+    sources = list(cfg.sources)
+    pull: PullResult | None = None
+    if cfg.dicomweb.url:
+        staging = Path(cfg.dicomweb.staging or out_dir / "staging")
+        try:
+            pull = pull_studies(cfg.dicomweb, staging, secret, console)
+        except DicomwebError as exc:
+            raise IngestError(str(exc)) from None
+        sources.append(staging)
     journal = Journal(out_dir)
     previous = journal.load()
     exts = tuple(e.lower() for e in cfg.image_extensions)
@@ -328,7 +341,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     ):
         # Throughput counts from here: MLflow and cluster set-up are fixed costs, not per-file work.
         start = time.perf_counter()
-        files = walk(cfg.sources, out_dir, skip_files=cfg.labels)  # label CSVs are inputs, not rejects
+        files = walk(sources, out_dir, skip_files=cfg.labels)  # label CSVs are inputs, not rejects
         chunks = [files[i : i + cfg.files_per_task] for i in range(0, len(files), cfg.files_per_task)]
         scan_task = progress.add_task(f"scan {len(files)} files", total=len(chunks))
         futures = client.map(scan_files, chunks, secret=secret, image_extensions=exts, pure=False)
@@ -363,7 +376,9 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         seconds = time.perf_counter() - start
         rejected = Counter(r["reason"] for r in rows.values() if r["status"] == "rejected")
         accepted = sum(r["status"] == "accepted" for r in rows.values())
-        result = IngestResult(manifest_path, len(files), seconds, converted, work.unchanged, accepted, rejected)
+        result = IngestResult(
+            manifest_path, len(files), seconds, converted, work.unchanged, accepted, rejected, pull=pull
+        )
         tracking.log_metrics(
             {
                 "files": len(files),
@@ -374,16 +389,38 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
                 "converted": converted,
                 "unchanged": work.unchanged,
                 **{f"rejected.{k}": v for k, v in rejected.items()},
+                **_pull_metrics(pull),
             }
         )
         result.dataset_digest = tracking.log_table_input(df, manifest_path, "manifest", "ingest")
     return result
 
 
+def _pull_metrics(pull: PullResult | None) -> dict[str, float]:
+    if pull is None:
+        return {}
+    return {
+        "pull.studies_found": pull.found,
+        "pull.studies_fetched": pull.fetched,
+        "pull.studies_already_fetched": pull.already,
+        "pull.studies_failed": sum(pull.failed.values()),
+        "pull.instances": pull.instances,
+        "pull.seconds": pull.seconds,
+        **{f"pull.failed.{k}": v for k, v in pull.failed.items()},
+    }
+
+
 def summary_table(result: IngestResult) -> Table:
     table = Table(title="medssl ingest", show_header=True, header_style="bold")
     table.add_column("outcome")
     table.add_column("count", justify="right")
+    if (pull := result.pull) is not None:  # first, as it ran first
+        table.add_row("PACS studies found", str(pull.found))
+        table.add_row("PACS studies fetched", f"{pull.fetched} ({pull.instances} instances)")
+        table.add_row("PACS studies already fetched", str(pull.already))
+        for reason, n in sorted(pull.failed.items(), key=lambda kv: (-kv[1], kv[0])):
+            table.add_row(f"PACS studies failed: {reason}", str(n))
+        table.add_row("staging folder", str(pull.staging), end_section=True)
     table.add_row("accepted", str(result.accepted))
     for reason, n in sorted(result.rejected.items(), key=lambda kv: (-kv[1], kv[0])):
         table.add_row(f"rejected: {reason}", str(n))
@@ -395,4 +432,4 @@ def summary_table(result: IngestResult) -> Table:
     return table
 
 
-__all__ = ["IngestError", "IngestResult", "nifti_name", "run_ingest", "summary_table"]
+__all__ = ["IngestError", "IngestResult", "PullResult", "nifti_name", "run_ingest", "summary_table"]
