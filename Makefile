@@ -38,12 +38,12 @@ lint: install
 
 demo: install
 	mkdir -p demo-out
-	$(BIN)/medssl run --config configs/demo.yaml
-	@echo "Manifest:   demo-out/manifest.parquet"
-	@echo "Encoder:    demo-out/pretrain/encoder.pt, registered as models:/medssl-encoder@simclr"
-	@echo "Detector:   models:/medssl-detector@champion (demo-out/finetune/detector.pt)"
-	@echo "Evaluation: demo-out/evaluate/metrics.json, scores.csv, roc.png"
-	@echo "MLflow:     $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
+	$(BIN)/medssl run --config configs/pipeline.yaml
+	$(BIN)/medssl score --config configs/pipeline.yaml
+	@echo "Results table:  demo-out/scores.csv (each series scored by models:/medssl-detector@champion)"
+	@echo "Label curve:    demo-out/curve/label-efficiency.png"
+	@echo "Evaluation:     demo-out/evaluate/metrics.json, roc.png"
+	@echo "MLflow:         $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
 
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py

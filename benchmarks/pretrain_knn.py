@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from medmnist import export  # noqa: E402
-from results import RESULTS, write_section  # noqa: E402
+from results import RESULTS, section_rows, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
@@ -91,7 +91,11 @@ def main() -> None:
         help="override a config key (YAML value), e.g. pretrain.views.intensity=0.3; repeatable",
     )
     ap.add_argument("--work", type=Path, default=HERE / "work" / "pneumoniamnist")
-    ap.add_argument("--write-results", action="store_true", help="replace the pretrain-knn section of RESULTS.md")
+    ap.add_argument(
+        "--write-results",
+        action="store_true",
+        help="write the pretrain-knn section of RESULTS.md (rows of methods not run this time are kept)",
+    )
     args = ap.parse_args()
     console = Console(stderr=True)
     manifests = ingest(export(NPZ, args.work / "png", {"train": None, "val": None}), args.work, console)
@@ -118,13 +122,16 @@ def main() -> None:
         baseline = random_init(cfg, console)
         rows.append((method, cfg.pretrain.epochs, result, baseline, minutes))
         console.print(f"{method}: kNN AUROC {result.knn_auroc:.3f} vs random init {np.mean(baseline):.3f}")
-    report = render(rows)
+    ran = {row[0] for row in rows}
+    earlier = [line for line in section_rows(RESULTS, "pretrain-knn") if line.split("|")[1].strip() not in ran]
+    report = render(rows, earlier)
     print(report)
     if args.write_results:
         write_section(RESULTS, "pretrain-knn", report)
 
 
-def render(rows: list) -> str:
+def render(rows: list, earlier: list[str]) -> str:
+    """The table: this run's rows and ``earlier`` (rows of other methods kept from RESULTS.md), in METHODS order."""
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. "
         "Train: 4,708 images (labels unused); kNN bank: the same images with labels; queries: the 524 validation "
@@ -135,16 +142,19 @@ def render(rows: list) -> str:
         "| above every seed |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
+    table = list(earlier)
     for method, epochs, result, baseline, minutes in rows:
         encoder = "ViT (6 x 192, patch 4)" if method == "mae" else "ResNet-18, half width"
-        lines.append(
+        table.append(
             f"| {method} | {encoder} | {epochs} | {result.loss:.3f} | {result.knn_auroc:.3f} "
             f"| {np.mean(baseline):.3f} ± {np.std(baseline):.3f} | {result.knn_auroc - np.mean(baseline):+.3f} "
             f"| {result.images_per_s:.0f} | "
             + ("(earlier run)" if result.skipped else f"{minutes:.1f}")
             + f" | {'yes' if result.knn_auroc > max(baseline) else 'no'} |"
         )
-    return "\n".join(lines)
+    order = {method: i for i, method in enumerate(METHODS)}
+    table.sort(key=lambda line: order.get(line.split("|")[1].strip(), len(order)))
+    return "\n".join(lines + table)
 
 
 if __name__ == "__main__":

@@ -17,3 +17,15 @@ def write_section(path: Path, name: str, body: str) -> None:
     else:
         text += f"\n{block}\n"
     path.write_text(text)
+
+
+def section_rows(path: Path, name: str) -> list[str]:
+    """The table rows of a section (``| ...`` lines below a ``|---`` line), so a run that measures part of
+    a table can keep the rows it did not measure."""
+    start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
+    text = path.read_text() if path.exists() else ""
+    if start not in text:
+        return []
+    lines = text.split(start, 1)[1].split(end, 1)[0].splitlines()
+    below = next((i for i, line in enumerate(lines) if line.startswith("|---")), len(lines))
+    return [line for line in lines[below + 1 :] if line.startswith("| ")]

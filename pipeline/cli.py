@@ -221,6 +221,49 @@ def finetune(
 
 
 @app.command()
+def curve(
+    encoder: Annotated[
+        str | None, typer.Option(help="The SSL encoder: models:/<name>-encoder@<method> or encoder.pt.")
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet holding the images.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Label CSV (default: the labels stored at ingest).")] = None,
+    budgets: Annotated[
+        str | None, typer.Option(help="Comma-separated budgets, e.g. 1shot,4shot,16shot,10% (curve.budgets).")
+    ] = None,
+    mode: Annotated[str | None, typer.Option(help="How the SSL arm trains: linear, full or oneclass.")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Label draws per budget and arm (mean ± sd).")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for curve.json and label-efficiency.png.")
+    ] = None,
+    no_tracking: Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Label efficiency: validation AUROC against the number of labels, SSL encoder against scratch.
+
+    Each budget is fine-tuned on the SSL encoder and on the same network from random weights, over the
+    same validation part; nothing is registered. Writes curve.json and label-efficiency.png.
+    """
+    from pipeline.curve import run_curve, summary_table
+    from pipeline.finetune.data import FinetuneDataError
+    from pipeline.pretrain.rows import PretrainDataError
+
+    overrides = {
+        "finetune.encoder": encoder,
+        "finetune.manifest": str(manifest) if manifest else None,
+        "finetune.labels": str(labels) if labels else None,
+        "finetune.mode": mode,
+        "finetune.seeds": seeds,
+        "curve.budgets": [b.strip() for b in budgets.split(",") if b.strip()] if budgets else None,
+        "curve.out": str(out) if out else None,
+        "tracking.enabled": False if no_tracking else None,
+    }
+    result = _run_stage(run_curve, config, overrides, (FinetuneDataError, LabelsError, PretrainDataError))
+    console.print(summary_table(result))
+
+
+@app.command()
 def evaluate(
     model: Annotated[
         str | None, typer.Option(help="models:/<name>-detector@champion (or any model URI), or detector.pt.")
@@ -418,8 +461,9 @@ def run_all(
         list[str] | None, typer.Option(help="Redo this stage even if its inputs are unchanged (repeatable).")
     ] = None,
 ) -> None:
-    """The whole pipeline: ingest -> pretrain -> finetune -> evaluate -> promote, one MLflow parent run with
-    a nested run per stage, each stage fed by the one before; stages whose inputs are unchanged are skipped."""
+    """The whole pipeline: ingest -> pretrain -> finetune -> curve -> evaluate -> promote, one MLflow parent
+    run with a nested run per stage, each stage fed by the one before; stages whose inputs are unchanged are
+    skipped. The curve runs when curve.budgets names budgets."""
     from pipeline.evaluate.run import EvaluateError
     from pipeline.finetune.data import FinetuneDataError
     from pipeline.ingest import IngestError

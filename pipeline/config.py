@@ -149,6 +149,12 @@ class FinetuneConfig(_Strict):
     register_detector: bool = True
 
 
+class CurveConfig(_Strict):
+    budgets: list[str] = Field(default_factory=list)
+    scratch_mode: FinetuneMode = "full"
+    out: Path | None = None
+
+
 class EvaluateConfig(_Strict):
     model: str | None = None
     labels: Path | None = None
@@ -221,6 +227,7 @@ class Config(_Strict):
     ingest: IngestConfig = Field(default_factory=IngestConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
     finetune: FinetuneConfig = Field(default_factory=FinetuneConfig)
+    curve: CurveConfig = Field(default_factory=CurveConfig)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
     promote: PromoteConfig = Field(default_factory=PromoteConfig)
     suggest: SuggestConfig = Field(default_factory=SuggestConfig)

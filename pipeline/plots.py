@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure  # a bare Figure renders with Agg: no display, no pyplot state
+from matplotlib.ticker import NullFormatter
 from sklearn.metrics import roc_curve
 
 from pipeline.atomic import atomic_path
@@ -39,6 +40,9 @@ def label_efficiency_png(series: Mapping[str, Sequence[tuple[int, float, float]]
         n, mean, sd = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
         ax.errorbar(n, mean, yerr=sd, marker="o", capsize=3, label=name)
     ax.set_xscale("log")
+    ticks = sorted({int(n) for points in series.values() for n, _, _ in points})
+    ax.set_xticks(ticks, [str(n) for n in ticks])  # the budgets themselves, not 2x10^0-style log labels
+    ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="labelled scans used (log scale)", ylabel="AUROC", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)

@@ -60,8 +60,9 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
 
 
 def log_table_input(df: Any, source: Path, name: str, context: str) -> str | None:
-    """Log a table (the manifest) as a dataset input of the active run; returns its digest for lineage."""
-    if (mlflow := _active()) is None:
+    """Log a table (the manifest) as a dataset input of the active run; returns its digest for lineage. An
+    empty table (a nightly batch with nothing new) is not a dataset: MLflow's digest fails on it."""
+    if (mlflow := _active()) is None or len(df) == 0:
         return None
     with warnings.catch_warnings():  # schema-inference hints about nullable ints do not apply to a manifest
         warnings.simplefilter("ignore", UserWarning)

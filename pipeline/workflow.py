@@ -1,4 +1,4 @@
-"""The whole pipeline in one call: ingest -> pretrain -> finetune -> evaluate -> promote.
+"""The whole pipeline in one call: ingest -> pretrain -> finetune -> curve -> evaluate -> promote.
 
 One MLflow parent run holds one nested run per stage. Each stage's input comes from the stage before (the
 manifest ingest wrote, the encoder pretrain registered, the detector finetune registered), so the config
@@ -21,6 +21,7 @@ from rich.console import Console
 
 from pipeline.atomic import write_text
 from pipeline.config import Config, ConfigError
+from pipeline.curve import run_curve
 from pipeline.evaluate.run import run_evaluate
 from pipeline.finetune.run import run_finetune
 from pipeline.ingest import run_ingest
@@ -29,7 +30,7 @@ from pipeline.pretrain.run import run_pretrain
 from pipeline.promote import CHALLENGER, CHAMPION, run_promote
 from pipeline.tracking import alias_version, log_metrics, stage_run
 
-STAGES = ("ingest", "pretrain", "finetune", "evaluate", "promote")
+STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote")
 
 
 @dataclass
@@ -96,6 +97,11 @@ class Steps:
         self.result.outputs.update({f"{stage}.{k}": str(v) for k, v in outputs.items()})
         return outputs
 
+    def _data(self, manifest: Path) -> str:
+        """Digest of the scans the training stages read from ``manifest``."""
+        pre = self.config.pretrain
+        return digest(items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume))
+
     def ingest(self) -> Path:
         """Convert what is new or changed in ``ingest.sources``; the manifest path."""
         ingested = run_ingest(self.config, self.console)
@@ -125,16 +131,31 @@ class Steps:
         fine = fine.model_copy(
             update={"manifest": manifest, "encoder": encoder, "out": fine.out or self.out / "finetune"}
         )
-        pre = self.config.pretrain
-        data = digest(items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume))
         weights = encoder if encoder.startswith("models:/") else _file_digest(Path(encoder))  # versions are immutable
-        inputs = (fine.model_dump(mode="json"), data, weights, _file_digest(fine.labels))
+        inputs = (fine.model_dump(mode="json"), self._data(manifest), weights, _file_digest(fine.labels))
 
         def finetune() -> dict[str, Any]:
             done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console)
             return {"detector": done.model_uri or str(done.detector), "val_auroc": done.mean}
 
         return self._cached("finetune", lambda: _key(*inputs), finetune)["detector"]
+
+    def curve(self, manifest: Path, encoder: str) -> dict[str, Any]:
+        """The label-efficiency curve of ``encoder`` against scratch, when ``curve.budgets`` names budgets."""
+        if not self.config.curve.budgets:
+            self.result.outcome["curve"] = "skipped: no curve.budgets"
+            return {}
+        fine = self.config.finetune.model_copy(update={"manifest": manifest, "encoder": encoder})
+        cfg = self.config.curve.model_copy(update={"out": self.config.curve.out or self.out / "curve"})
+        config = self.config.model_copy(update={"finetune": fine, "curve": cfg})
+
+        def curve() -> dict[str, Any]:
+            return {"figure": run_curve(config, self.console).figure}
+
+        key = _key(
+            fine.model_dump(mode="json"), cfg.model_dump(mode="json"), self._data(manifest), _file_digest(fine.labels)
+        )
+        return self._cached("curve", lambda: key, curve)
 
     def evaluate(self, detector: str) -> dict[str, Any]:
         """Metrics of ``detector`` on ``evaluate.labels`` (metrics.json, scores.csv, roc.png)."""
@@ -178,7 +199,9 @@ def run_workflow(config: Config, console: Console, force: Iterable[str] = ()) ->
     steps = Steps(config, console, config.ingest.out, force)
     with stage_run(config, "pipeline"):
         manifest = steps.ingest()
-        detector = steps.finetune(manifest, steps.pretrain(manifest))
+        encoder = steps.pretrain(manifest)
+        detector = steps.finetune(manifest, encoder)
+        steps.curve(manifest, encoder)
         steps.evaluate(detector)
         steps.promote()
         log_metrics({f"skipped_{s}": float(o.startswith("skipped")) for s, o in steps.result.outcome.items()})

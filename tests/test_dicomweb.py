@@ -11,10 +11,7 @@ import io
 import json
 import os
 import re
-import shutil
-import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -23,9 +20,8 @@ from pathlib import Path
 import pandas as pd
 import pydicom
 import pytest
-import requests
 from conftest import ROOT, SAMPLE, TEST_KEY, make_config
-from pydicom.uid import generate_uid
+from orthanc import dated_copy, free_port, needs_orthanc, orthanc, store
 from rich.console import Console
 
 from pipeline.config import ConfigError, DicomwebConfig, load_config
@@ -33,28 +29,12 @@ from pipeline.ingest import IngestError, run_ingest
 from pipeline.ingest.dicomweb import LEDGER, PARTIAL, DicomwebError, pull_studies
 from pipeline.pseudonym import pseudonym
 
-ORTHANC = shutil.which("Orthanc")
-PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
-pytestmark = pytest.mark.skipif(
-    ORTHANC is None, reason="the Orthanc binary is absent (make system-deps installs orthanc, orthanc-dicomweb)"
-)
+pytestmark = needs_orthanc
 KEY = TEST_KEY.encode()
 SOURCES = [SAMPLE / "dicom2nifti_testdata", SAMPLE / "dcm_qa_ts" / "In"]
 DATED = date(2024, 1, 15)
 PATIENT = ("DOE^JANE", "MRN-4711-TEST")  # the re-dated copy's name and ID: must never appear in clear
 # Denies GET of any URL holding a UID listed in the file, so WADO-RS of that study fails with HTTP 403.
-FILTER = """
-function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
-  local f = io.open('{blocked}', 'r')
-  if f == nil then return true end
-  local blocked = f:read('*a')
-  f:close()
-  for uid in string.gmatch(blocked, '%S+') do
-    if method == 'GET' and string.find(uri, uid, 1, true) then return false end
-  end
-  return true
-end
-"""
 
 
 @dataclass
@@ -80,74 +60,16 @@ class Pacs:
         return {u for u, s in self.studies.items() if (not since or s.day >= since) and (not until or s.day <= until)}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _dated_copy(folder: Path) -> list[bytes]:
-    """A real series under new UIDs, a known StudyDate and a made-up patient: a study only the range selects."""
-    study, series = generate_uid(entropy_srcs=["medssl-dated-study"]), generate_uid(entropy_srcs=["medssl-series"])
-    out = []
-    for i, path in enumerate(sorted(folder.glob("*.dcm"))):
-        ds = pydicom.dcmread(path)
-        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
-        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[study, str(i)])
-        ds.StudyDate = DATED.strftime("%Y%m%d")
-        ds.PatientName, ds.PatientID = PATIENT
-        buf = io.BytesIO()
-        ds.save_as(buf, enforce_file_format=True)
-        out.append(buf.getvalue())
-    return out
-
-
-def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
-    """Start Orthanc on free 127.0.0.1 ports; its own storage, no authentication, remote access refused."""
-    if not PLUGIN.exists():
-        pytest.fail(f"Orthanc is installed but its DICOMweb plugin is not ({PLUGIN}): apt-get install orthanc-dicomweb")
-    (tmp / "filter.lua").write_text(FILTER.replace("{blocked}", str(tmp / "blocked.txt")))
-    for _attempt in range(3):  # a free port can be taken between the check and Orthanc's bind
-        http, dicom = _free_port(), _free_port()
-        config = {
-            "Name": "medssl-test",
-            "StorageDirectory": str(tmp / "db"),
-            "IndexDirectory": str(tmp / "db"),
-            "HttpPort": http,
-            "DicomPort": dicom,
-            "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
-            "Plugins": [str(PLUGIN)],
-            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
-            "LuaScripts": [str(tmp / "filter.lua")],
-        }
-        (tmp / "orthanc.json").write_text(json.dumps(config))
-        log = (tmp / "orthanc.log").open("w")
-        proc = subprocess.Popen([str(ORTHANC), str(tmp / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
-        root = f"http://127.0.0.1:{http}"
-        deadline = time.monotonic() + 15
-        while proc.poll() is None and time.monotonic() < deadline:
-            try:
-                if requests.get(f"{root}/system", timeout=1).ok:
-                    return proc, root
-            except requests.ConnectionError:
-                time.sleep(0.1)
-        proc.kill()
-        proc.wait()
-    pytest.fail(f"Orthanc did not start: {(tmp / 'orthanc.log').read_text()[-2000:]}")
-
-
 @pytest.fixture(scope="module")
 def pacs(tmp_path_factory) -> Iterator[Pacs]:
     """A real Orthanc holding the bundled studies and the re-dated copy; stopped at the end of the module."""
     tmp = tmp_path_factory.mktemp("orthanc")
-    proc, root = _start(tmp)
-    try:
+    with orthanc(tmp) as root:
         payloads = [p.read_bytes() for src in SOURCES for p in sorted(src.rglob("*.dcm"))]
-        payloads += _dated_copy(SAMPLE / "dicom2nifti_testdata" / "generic" / "anatomical" / "001")
+        payloads += _dated_copy()
+        store(root, payloads)
         studies: dict[str, Study] = {}
         for data in payloads:
-            requests.post(f"{root}/instances", data=data, timeout=30).raise_for_status()
             ds = pydicom.dcmread(io.BytesIO(data), stop_before_pixels=True)
             day = date(int(ds.StudyDate[:4]), int(ds.StudyDate[4:6]), int(ds.StudyDate[6:8]))
             study = studies.setdefault(ds.StudyInstanceUID, Study(ds.StudyInstanceUID, day, 0, set()))
@@ -155,13 +77,12 @@ def pacs(tmp_path_factory) -> Iterator[Pacs]:
             names = (str(ds.PatientName), str(ds.PatientID), ds.StudyInstanceUID, ds.SeriesInstanceUID)
             study.identifiers |= {v for v in (*names, ds.SOPInstanceUID) if len(v) >= 3}
         yield Pacs(f"{root}/dicom-web", root, tmp / "blocked.txt", studies)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+
+
+def _dated_copy() -> list[bytes]:
+    return dated_copy(
+        SAMPLE / "dicom2nifti_testdata" / "generic" / "anatomical" / "001", DATED, PATIENT, "medssl-dated"
+    )
 
 
 def _pull(pacs: Pacs, staging: Path, console: Console | None = None, **options):
@@ -194,7 +115,7 @@ def test_pull_then_ingest_then_nothing_new(pacs, tmp_path, dask_scheduler):
     # The same DICOM read from folders (the re-dated copy written out as files) gives the same accepted volumes.
     dated = tmp_path / "dated"
     dated.mkdir()
-    for i, data in enumerate(_dated_copy(SAMPLE / "dicom2nifti_testdata" / "generic" / "anatomical" / "001")):
+    for i, data in enumerate(_dated_copy()):
         (dated / f"{i}.dcm").write_bytes(data)
     reference = run_ingest(make_config([*SOURCES, dated], direct, dask_scheduler), quiet)
     pulled, expected = pd.read_parquet(first.manifest), pd.read_parquet(reference.manifest)
@@ -354,7 +275,7 @@ def test_no_identifier_in_clear(pacs, tmp_path, caplog):
     ],
 )
 def test_unusable_server_is_one_clear_error(pacs, tmp_path, url, message):
-    url = url.format(closed=_free_port(), root=pacs.root)
+    url = url.format(closed=free_port(), root=pacs.root)
     cfg = make_config([], tmp_path / "out", None, dicomweb={"url": url, "timeout": 5})
     with pytest.raises(IngestError, match=re.escape(message)) as err:
         run_ingest(cfg, Console(file=io.StringIO()))

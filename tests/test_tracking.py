@@ -26,3 +26,14 @@ def test_ingest_run_is_tracked(ingest, tmp_path):
     assert dataset_input.dataset.name == "manifest"
     assert dataset_input.dataset.digest == result.dataset_digest
     assert dataset_input.tags[0].value == "ingest"
+
+
+def test_a_batch_with_nothing_to_ingest_is_tracked_without_a_dataset(ingest, tmp_path):
+    (tmp_path / "empty").mkdir()  # a night with no new studies
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result, manifest = ingest(tmp_path / "empty", tracking_uri=uri)
+    assert manifest.empty and result.dataset_digest is None
+    client = mlflow.MlflowClient(uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("medssl").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.metrics["accepted"] == 0
+    assert not run.inputs.dataset_inputs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 import mlflow
@@ -32,6 +33,8 @@ def _config(tmp_path, dask_scheduler):
             "finetune.labels": str(PNEUMONIA / "train" / "labels.csv"),
             "finetune.budget": "16shot",
             "finetune.seeds": 1,
+            "finetune.epochs": 5,
+            "curve.budgets": ["4shot", "16shot"],
             "evaluate.labels": str(PNEUMONIA / "val" / "labels.csv"),
             "evaluate.bootstrap": 50,
         },
@@ -45,6 +48,12 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
     assert first.outputs["pretrain.encoder"] == "models:/medssl-encoder/1"
     assert first.outputs["finetune.detector"] == "models:/medssl-detector/1"
     assert first.outputs["promote.promoted"] == "True"
+    curve = json.loads((tmp_path / "out" / "curve" / "curve.json").read_text())
+    assert {(row["arm"], row["budget"], row["labels"]) for row in curve} == {
+        (arm, budget, n) for arm in ("ssl (linear)", "scratch (full)") for budget, n in (("4shot", 8), ("16shot", 32))
+    }
+    assert all(0 <= row["auroc_mean"] <= 1 for row in curve)
+    assert (tmp_path / "out" / "curve" / "label-efficiency.png").stat().st_size > 10_000
 
     mlflow.set_tracking_uri(config.tracking.uri)
     runs = mlflow.search_runs(experiment_names=["medssl"], output_format="list")
@@ -57,7 +66,7 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
 
     forced = run_workflow(config, QUIET, force=["finetune"])
     assert forced.outcome["finetune"] == "ran" and forced.outcome["evaluate"] == "ran"  # a new detector version
-    assert forced.outcome["pretrain"].startswith("skipped")
+    assert forced.outcome["pretrain"].startswith("skipped") and forced.outcome["curve"].startswith("skipped")
     assert forced.outputs["finetune.detector"] == "models:/medssl-detector/2"
 
 

@@ -76,7 +76,7 @@ def fit_full(
             loss.backward()
             optimiser.step()
             schedule.step()
-            progress(float(loss))
+            progress(loss.item())
     return model.cpu()
 
 

@@ -1,0 +1,51 @@
+"""Daily hospital batch: ingest the day's new studies (incoming folder and PACS), score them with the champion.
+
+Each task calls one ``pipeline`` stage function on the config of its logical date (``pipeline.schedule``):
+the day's studies go to ``ROOT/daily/DATE``, and its results table is ``ROOT/daily/DATE/scores.csv``, so a
+re-run of a day redoes that day only (ingest converts nothing twice, score skips what that model version
+already scored). Heavy imports stay inside the tasks, so parsing this file is cheap for the scheduler.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+
+from airflow.sdk import dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowSkipException
+from medssl_common import settings
+
+
+@dag(**settings("medssl_daily", "@daily", retries=2, retry_delay=dt.timedelta(minutes=10)))
+def medssl_daily() -> None:
+    @task
+    def ingest() -> str:
+        """The day's studies into its partition (the PACS is queried for that StudyDate)."""
+        from rich.console import Console
+
+        from pipeline.ingest import run_ingest
+        from pipeline.schedule import batch, daily_config, has_studies
+
+        config, day = batch(get_current_context())
+        day_config = daily_config(config, day)
+        if not has_studies(day_config):
+            raise AirflowSkipException(f"no incoming folder for {day} and no PACS configured")
+        return str(run_ingest(day_config, Console()).manifest)
+
+    @task
+    def score(manifest: str) -> str:
+        """The day's series scored by the champion (pinned to its version when the task starts)."""
+        from rich.console import Console
+
+        from pipeline.schedule import batch, daily_config
+        from pipeline.score import run_score
+
+        config, day = batch(get_current_context())
+        day_config = daily_config(config, day)
+        day_config.score.manifest = Path(manifest)
+        return str(run_score(day_config, Console()).out)
+
+    score(ingest())
+
+
+daily = medssl_daily()

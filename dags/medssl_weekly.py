@@ -1,0 +1,63 @@
+"""Weekly retraining: pretrain -> finetune -> evaluate -> promote on the archive as of the logical date.
+
+Each task calls one stage of ``pipeline.workflow.Steps`` (the stages ``medssl run`` chains) for the week's
+partition ``ROOT/weekly/DATE``. The first task brings the archive's ingest up to date and freezes the
+manifest the week trains on, so a re-run of the week trains on the same rows and skips the stages whose
+inputs are unchanged. Heavy imports stay inside the tasks, so parsing this file is cheap for the scheduler.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from airflow.sdk import dag, get_current_context, task
+from medssl_common import settings
+
+if TYPE_CHECKING:
+    from pipeline.workflow import Steps
+
+
+def _steps() -> Steps:
+    from rich.console import Console
+
+    from pipeline.schedule import batch, weekly_steps
+
+    config, day = batch(get_current_context())
+    return weekly_steps(config, day, Console())
+
+
+@dag(**settings("medssl_weekly", "@weekly", retries=1, retry_delay=dt.timedelta(minutes=30)))
+def medssl_weekly() -> None:
+    @task
+    def ingest() -> str:
+        """The archive ingested incrementally, its manifest frozen for the week."""
+        from rich.console import Console
+
+        from pipeline.schedule import batch, weekly_manifest
+
+        config, day = batch(get_current_context())
+        return str(weekly_manifest(config, day, Console()))
+
+    @task
+    def pretrain(manifest: str) -> str:
+        return _steps().pretrain(Path(manifest))
+
+    @task
+    def finetune(manifest: str, encoder: str) -> str:
+        return _steps().finetune(Path(manifest), encoder)
+
+    @task
+    def evaluate(detector: str) -> float:
+        return float(_steps().evaluate(detector)["auroc"])
+
+    @task
+    def promote() -> str:
+        return str(_steps().promote().get("reason", "tracking is off"))
+
+    manifest = ingest()
+    evaluate(finetune(manifest, pretrain(manifest))) >> promote()
+
+
+weekly = medssl_weekly()

@@ -1,0 +1,102 @@
+"""Dated batches for the scheduler: where one interval's inputs and outputs live.
+
+A scheduled run must redo the same work when it is re-run for the same interval, whatever arrived since, so
+nothing here reads "the latest" anything. The daily batch ingests the studies of its date (the incoming
+folder's dated subfolder, and the PACS queried for that StudyDate) into ``ROOT/daily/DATE`` and scores them
+there. The weekly batch brings the archive's ingest up to date, then freezes the manifest it trains on into
+``ROOT/weekly/DATE``: a re-run of that week trains on the same rows even after later studies arrived.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from pydantic import SecretStr
+from rich.console import Console
+
+from pipeline.atomic import atomic_path
+from pipeline.config import Config, ConfigError, load_config
+from pipeline.ingest import run_ingest
+from pipeline.ingest.run import MANIFEST
+from pipeline.pseudonym import resolve_key
+from pipeline.workflow import Steps
+
+DAILY, WEEKLY = "daily", "weekly"
+
+
+def batch(context: Mapping[str, Any]) -> tuple[Config, dt.date]:
+    """The config (the run's ``config`` param, a YAML path) and the logical date of a scheduler run; a
+    manual run without a logical date takes the day it was queued for."""
+    when = context.get("logical_date") or context["dag_run"].run_after
+    return load_config(context["params"]["config"]), when.date()
+
+
+def partition(config: Config, kind: str, day: dt.date) -> Path:
+    """``ROOT/<kind>/<YYYY-MM-DD>``: one folder per batch and logical date."""
+    root = config.schedule.root or config.ingest.out
+    if root is None:
+        raise ConfigError("scheduled batches need schedule.root (or ingest.out): where their dated folders go")
+    return Path(root) / kind / day.isoformat()
+
+
+def daily_config(config: Config, day: dt.date) -> Config:
+    """The config of ``day``'s batch: that day's incoming folder and PACS studies into the day's partition,
+    scored there (``scores.csv``) by the configured model."""
+    part = partition(config, DAILY, day)
+    incoming = config.schedule.incoming / day.isoformat() if config.schedule.incoming else None
+    if incoming is None and not config.ingest.dicomweb.url:
+        raise ConfigError("the daily batch needs schedule.incoming (a folder per date) or ingest.dicomweb.url")
+    pacs = config.ingest.dicomweb.model_copy(update={"since": day, "until": day})
+    # One pseudonym key for every batch (the archive's): a key file per day would give a patient a new
+    # pseudonym each day, and name a study differently in each day's staging folder.
+    archive = config.ingest.out or part.parents[1]
+    key = resolve_key(config.ingest.secret(), archive).decode()
+    ingest = config.ingest.model_copy(
+        update={
+            "sources": [incoming] if incoming and incoming.is_dir() else [],
+            "out": part,
+            "dicomweb": pacs,
+            "pseudonym_key": SecretStr(key),
+        }
+    )
+    score = config.score.model_copy(update={"manifest": part / MANIFEST, "out": part / "scores.csv"})
+    return config.model_copy(update={"ingest": ingest, "score": score})
+
+
+def has_studies(config: Config) -> bool:
+    """Whether a daily config has anywhere to look: its dated folder exists, or the PACS is queried."""
+    return bool(config.ingest.sources or config.ingest.dicomweb.url)
+
+
+def weekly_manifest(config: Config, day: dt.date, console: Console) -> Path:
+    """The manifest the week of ``day`` trains on: the archive (``ingest.sources``) ingested incrementally
+    into ``ingest.out``, then frozen into the week's partition. A re-run finds the frozen copy and keeps it."""
+    frozen = partition(config, WEEKLY, day) / MANIFEST
+    if frozen.is_file():
+        console.print(f"[dim]{day} week: training manifest frozen at its first run, reused[/]")
+        return frozen
+    return freeze(run_ingest(config, console).manifest, frozen)
+
+
+def weekly_steps(config: Config, day: dt.date, console: Console) -> Steps:
+    """The training stages of the week of ``day``, writing under its partition (``run-state.json`` there
+    makes a re-run of the week skip what it already did)."""
+    return Steps(config, console, partition(config, WEEKLY, day))
+
+
+def freeze(manifest: Path, dest: Path) -> Path:
+    """Copy ``manifest`` to ``dest`` with each ``output_path`` made relative to ``dest``'s folder, so the
+    copy points at the same volumes from its new place. Written atomically."""
+    rows = pd.read_parquet(manifest)
+    source, target = manifest.parent.resolve(), dest.parent.resolve()
+    rows["output_path"] = [
+        os.path.relpath(source / p, target) if isinstance(p, str) and p else p for p in rows.output_path
+    ]
+    with atomic_path(dest) as tmp:
+        rows.to_parquet(tmp, index=False)
+    return dest

@@ -1,0 +1,121 @@
+"""A real Orthanc with its DICOMweb plugin for the PACS tests: started on free 127.0.0.1 ports, stopped after.
+
+Shared by the pull tests and the daily DAG test. Orthanc answers 403 to any GET whose URL holds a UID
+listed in ``blocked.txt`` in its folder (its own Lua HTTP filter), so a failed retrieval is a real one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import date
+from pathlib import Path
+
+import pydicom
+import pytest
+import requests
+from pydicom.uid import generate_uid
+
+ORTHANC = shutil.which("Orthanc")
+PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
+needs_orthanc = pytest.mark.skipif(
+    ORTHANC is None, reason="the Orthanc binary is absent (make system-deps installs orthanc, orthanc-dicomweb)"
+)
+FILTER = """
+function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  local f = io.open('{blocked}', 'r')
+  if f == nil then return true end
+  local blocked = f:read('*a')
+  f:close()
+  for uid in string.gmatch(blocked, '%S+') do
+    if method == 'GET' and string.find(uri, uid, 1, true) then return false end
+  end
+  return true
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def dated_copy(folder: Path, day: date, patient: tuple[str, str], seed: str) -> list[bytes]:
+    """A real series under new UIDs (derived from ``seed``), StudyDate ``day`` and a made-up patient
+    (name, ID): a study only a date range selects."""
+    study, series = generate_uid(entropy_srcs=[seed]), generate_uid(entropy_srcs=[seed, "series"])
+    out = []
+    for i, path in enumerate(sorted(folder.glob("*.dcm"))):
+        ds = pydicom.dcmread(path)
+        ds.StudyInstanceUID, ds.SeriesInstanceUID = study, series
+        ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid(entropy_srcs=[study, str(i)])
+        ds.StudyDate = day.strftime("%Y%m%d")
+        ds.PatientName, ds.PatientID = patient
+        buf = io.BytesIO()
+        ds.save_as(buf, enforce_file_format=True)
+        out.append(buf.getvalue())
+    return out
+
+
+def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
+    """Start Orthanc on free 127.0.0.1 ports; its own storage, no authentication, remote access refused."""
+    if not PLUGIN.exists():
+        pytest.fail(f"Orthanc is installed but its DICOMweb plugin is not ({PLUGIN}): apt-get install orthanc-dicomweb")
+    (tmp / "filter.lua").write_text(FILTER.replace("{blocked}", str(tmp / "blocked.txt")))
+    for _attempt in range(3):  # a free port can be taken between the check and Orthanc's bind
+        http, dicom = free_port(), free_port()
+        config = {
+            "Name": "medssl-test",
+            "StorageDirectory": str(tmp / "db"),
+            "IndexDirectory": str(tmp / "db"),
+            "HttpPort": http,
+            "DicomPort": dicom,
+            "RemoteAccessAllowed": False,
+            "AuthenticationEnabled": False,
+            "Plugins": [str(PLUGIN)],
+            "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+            "LuaScripts": [str(tmp / "filter.lua")],
+        }
+        (tmp / "orthanc.json").write_text(json.dumps(config))
+        log = (tmp / "orthanc.log").open("w")
+        proc = subprocess.Popen([str(ORTHANC), str(tmp / "orthanc.json")], stdout=log, stderr=subprocess.STDOUT)
+        root = f"http://127.0.0.1:{http}"
+        deadline = time.monotonic() + 15
+        while proc.poll() is None and time.monotonic() < deadline:
+            try:
+                if requests.get(f"{root}/system", timeout=1).ok:
+                    return proc, root
+            except requests.ConnectionError:
+                time.sleep(0.1)
+        proc.kill()
+        proc.wait()
+    pytest.fail(f"Orthanc did not start: {(tmp / 'orthanc.log').read_text()[-2000:]}")
+
+
+@contextmanager
+def orthanc(tmp: Path) -> Iterator[str]:
+    """A running Orthanc in ``tmp``; yields its REST root (DICOMweb is ``<root>/dicom-web``)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    proc, root = _start(tmp)
+    try:
+        yield root
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def store(root: str, payloads: list[bytes]) -> None:
+    """Put DICOM instances into Orthanc (its REST ``/instances``), as a modality would send them."""
+    for data in payloads:
+        requests.post(f"{root}/instances", data=data, timeout=30).raise_for_status()
