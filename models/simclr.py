@@ -33,7 +33,11 @@ class SimCLR(nn.Module):
     def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
         z_a = gather_with_grad(self.projector(self.encoder(view_a)))  # other ranks' images are negatives too
         z_b = gather_with_grad(self.projector(self.encoder(view_b)))
-        return self.loss(z_a, z_b)
+        # The loss in float32 even under autocast: MONAI's NT-Xent builds the similarity matrix and its
+        # exponentials from plain ops that stay in half precision, where a positive pair's logit is only
+        # resolved to ~0.02 at temperature 0.2 (MoCo's cross-entropy is autocast to float32 by torch).
+        with torch.autocast(z_a.device.type, enabled=False):
+            return self.loss(z_a.float(), z_b.float())
 
     def set_progress(self, fraction: float) -> None:
         """No schedule of its own (the momentum methods anneal theirs here)."""

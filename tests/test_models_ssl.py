@@ -183,3 +183,19 @@ def test_every_method_trains_under_cpu_autocast(method):
         loss.backward()
         model.after_step()
     assert torch.isfinite(loss)
+
+
+def test_simclr_loss_is_float32_under_autocast():
+    """Under bfloat16 autocast the NT-Xent is computed from float32 projections: the loss equals the float32
+    loss of the same (half-precision) projections, not the coarser one of MONAI's ops left in bfloat16."""
+    torch.manual_seed(0)
+    model, _ = _build("simclr", size=32)
+    images = torch.rand(16, 1, 32, 32)
+    captured = []
+    model.projector.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(images, images.flip(-1))
+    z_a, z_b = captured
+    assert z_a.dtype == torch.bfloat16  # the network itself does run in half precision
+    exact = model.loss(z_a.float(), z_b.float())
+    assert loss.dtype == torch.float32 and torch.allclose(loss, exact, rtol=1e-6, atol=1e-6)
