@@ -83,6 +83,7 @@ class Steps:
         self.config, self.console, self.out = config, console, out
         self.state = _State(out / "run-state.json", force)
         self.result = WorkflowResult(self.state.path)
+        self._digests: dict[Path, str] = {}
 
     def _cached(self, stage: str, key: Callable[[], str], run: Callable[[], dict[str, Any]]) -> dict[str, Any]:
         """Run ``stage`` unless its inputs' key is the recorded one; either way return its outputs. The key is
@@ -98,9 +99,13 @@ class Steps:
         return outputs
 
     def _data(self, manifest: Path) -> str:
-        """Digest of the scans the training stages read from ``manifest``."""
-        pre = self.config.pretrain
-        return digest(items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume))
+        """Digest of the scans the training stages read from ``manifest``; read once per run (finetune and
+        curve both key on it)."""
+        if manifest not in self._digests:
+            pre = self.config.pretrain
+            rows = items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume)
+            self._digests[manifest] = digest(rows)
+        return self._digests[manifest]
 
     def ingest(self) -> Path:
         """Convert what is new or changed in ``ingest.sources``; the manifest path."""
