@@ -3,7 +3,7 @@
 The two chest X-ray sites of ../shared/data: adult (cxr_nih1000) and pediatric (PneumoniaMNIST train
 images), at the common size 28 (``configs/bench-sites.yaml``). For each direction (source -> target):
 
-- each site's SSL encoder is MoCo pretrained on that site's images alone (no labels);
+- each site's SSL encoder is MoCo pretrained on that site's training part alone (no labels);
 - every seed draws ``--budget`` labels from the source's training part and fits a linear probe on the
   source encoder (``pipeline.finetune``); it is scored on the source's validation part (in-site) and on the
   target's validation part (cross-site);
@@ -28,14 +28,13 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from finetune_curves import dataset  # noqa: E402
+from finetune_curves import dataset, union_manifest  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.adapt import adabn, run_adapt, tent  # noqa: E402
@@ -63,18 +62,19 @@ class Site:
         self.position = {id(it): i for i, it in enumerate(self.train)}
         self.train_images = load_fixed(self.train, 2, size)
         self.val_images = load_fixed(self.val, 2, size)
-        overrides = {"manifest": self.manifest, "out": work / "adapt" / f"{name}-encoder", "register_encoder": False}
+        overrides = {
+            "manifest": self.train_manifest(),
+            "out": work / "adapt" / f"{name}-encoder",
+            "register_encoder": False,
+        }
         pretrain = config.pretrain.model_copy(update=overrides)
         self.encoder_path = run_pretrain(config.model_copy(update={"pretrain": pretrain}), console).encoder
         self.encoder = torch.load(self.encoder_path, map_location="cpu", weights_only=False)
 
     def train_manifest(self) -> Path:
-        """The manifest rows of the training part only: what continued SSL may see of this site."""
-        table = pd.read_parquet(self.manifest)
-        scans = {it["scan"] for it in self.train}
+        """The manifest rows of the training part only: what SSL may see of this site."""
         path = self.manifest.with_name("manifest-train.parquet")
-        table[table.series_key.isin(scans)].to_parquet(path)
-        return path
+        return union_manifest(path, [(self.manifest, {it["scan"] for it in self.train})])
 
 
 def probe(encoder: torch.nn.Module, site: Site, chosen: list[dict], seed: int) -> torch.nn.Module:
@@ -127,8 +127,8 @@ def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[s
     a, p = sites["adult"], sites["pediatric"]
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Common size "
-        f"28x28; encoders: MoCo on each site's images ({a.name}: {len(a.train) + len(a.val)} scans, "
-        f"{p.name}: {len(p.train) + len(p.val)}); linear probe on {args.budget} of the source's labels; "
+        f"28x28; encoders: MoCo on each site's training part ({a.name}: {len(a.train)} of "
+        f"{len(a.train) + len(a.val)} scans, {p.name}: {len(p.train)} of {len(p.train) + len(p.val)}); linear probe on {args.budget} of the source's labels; "
         f"{args.seeds} seeds; TENT lr {args.tent_lr}, one pass; continued SSL {args.ssl_epochs} epochs on the "
         f"target's training part. Validation parts: {len(a.val)} adult, {len(p.val)} pediatric scans.",
         "",

@@ -11,6 +11,12 @@ given (``--encoder NAME=PATH``, e.g. one pretrained on this site's images and on
 
 A finished cell (arm, budget, settings) is kept in its run folder and reused, so a stopped run goes on.
 
+``--pretrain site pooled`` first pretrains the SSL encoders with the bench config's pretrain section (no
+labels): ``site`` on the training part of this pool only, ``pooled`` on it and on every image of the other
+sites of the same modality in ../shared/data (all chest X-rays), as a hospital would on its archive, for
+as many images seen (epochs x images) as ``site``, so the two differ in data, not in compute. The
+validation part is never pretrained on.
+
 Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets get enough steps and the
 100 % budget stays affordable on a CPU.
 
@@ -43,10 +49,11 @@ from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.atomic import write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.finetune.data import Budget  # noqa: E402
+from pipeline.finetune.data import Budget, labelled_items, split  # noqa: E402
 from pipeline.finetune.run import run_finetune  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
 from pipeline.plots import label_efficiency_png  # noqa: E402
+from pipeline.pretrain.run import run_pretrain  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
@@ -61,6 +68,7 @@ DATASETS = {
     "busi": ("busi", "label", ROOT / "configs" / "bench-64.yaml"),
     "busi-malignant": ("busi", "malignant", ROOT / "configs" / "bench-64.yaml"),
 }
+MODALITY = {"pneumoniamnist": "CXR", "cxr_nih1000": "CXR", "busi": "US", "busi-malignant": "US"}
 
 
 def dataset(name: str, work: Path, console: Console) -> tuple[Path, Path]:
@@ -81,6 +89,54 @@ def dataset(name: str, work: Path, console: Console) -> tuple[Path, Path]:
     return run_ingest(load_config(config, overrides), console).manifest, labels
 
 
+def training_part(manifest: Path, labels: Path, config: Config, console: Console) -> list[dict]:
+    """The items of the pool's training part: the split ``run_finetune`` makes with the same settings."""
+    items = labelled_items(manifest, labels, config.ingest.secret(), 2, 0, console)
+    return split(items, config.finetune.val_fraction, config.finetune.seed)[0]
+
+
+def union_manifest(path: Path, parts: list[tuple[Path, set[str] | None]]) -> Path:
+    """One manifest of several manifests' rows (only the scans named, where a set is given), their output
+    paths made absolute so the rows of every folder resolve from the new one."""
+    tables = []
+    for manifest, scans in parts:
+        table = pd.read_parquet(manifest)
+        if scans is not None:
+            table = table[table.series_key.isin(scans)]
+        tables.append(table.assign(output_path=[str(manifest.parent.resolve() / p) for p in table.output_path]))
+    pd.concat(tables, ignore_index=True).to_parquet(path)
+    return path
+
+
+def pretrain_encoders(
+    name: str, kinds: list[str], manifest: Path, labels: Path, work: Path, console: Console
+) -> dict[str, str]:
+    """NAME -> encoder.pt of each SSL encoder ``kinds`` asks for, pretrained without labels (see the docstring)."""
+    config = load_config(DATASETS[name][2], {"tracking.uri": f"sqlite:///{work / name}/mlflow.db"})
+    scans = {it["scan"] for it in training_part(manifest, labels, config, console)}
+    others = {DATASETS[d][0] for d in DATASETS if MODALITY[d] == MODALITY[name]} - {DATASETS[name][0]}
+    encoders = {}
+    for kind in kinds:
+        parts = [(manifest, scans)]
+        if kind == "pooled":
+            if not others:
+                console.print(f"{name}: no other {MODALITY[name]} site in ../shared/data, so no pooled encoder")
+                continue
+            parts += [(dataset(other, work / other, console)[0], None) for other in sorted(others)]
+        union = union_manifest(work / name / f"ssl-{kind}.parquet", parts)
+        epochs = max(1, round(config.pretrain.epochs * len(scans) / len(pd.read_parquet(union))))
+        overrides = {
+            "manifest": union,
+            "epochs": epochs,
+            "out": work / name / "pretrain" / kind,
+            "name": f"bench-{name}-{kind}",
+            "register_encoder": False,
+        }
+        pretrain = config.pretrain.model_copy(update=overrides)
+        encoders[kind] = str(run_pretrain(config.model_copy(update={"pretrain": pretrain}), console).encoder)
+    return encoders
+
+
 def epochs_for(budget: str, pool: int) -> int:
     parsed = Budget.parse(budget)
     labels = 2 * parsed.shots if parsed.shots is not None else pool * (parsed.fraction or 0)
@@ -92,9 +148,17 @@ def main() -> None:
     ap.add_argument("--dataset", default="pneumoniamnist", choices=sorted(DATASETS))
     ap.add_argument(
         "--encoder",
-        required=True,
         nargs="+",
+        default=[],
         help="SSL encoders (encoder.pt or models:/ URI), each as NAME=REF to name its arms, or one bare REF",
+    )
+    ap.add_argument(
+        "--pretrain",
+        nargs="+",
+        default=[],
+        choices=("site", "pooled"),
+        help="pretrain these SSL encoders first (site: this pool's training part; pooled: and the other sites "
+        "of its modality) and add them to --encoder",
     )
     ap.add_argument("--budgets", default=",".join(BUDGETS))
     ap.add_argument("--arms", default=",".join(ARMS))
@@ -110,6 +174,9 @@ def main() -> None:
     manifest, labels = dataset(args.dataset, work, console)
     pool = len(labels.read_text().splitlines()) - 1
     encoders = dict(e.split("=", 1) if "=" in e else ("", e) for e in args.encoder)
+    encoders |= pretrain_encoders(args.dataset, args.pretrain, manifest, labels, args.work, console)
+    if not encoders:
+        ap.error("give an SSL encoder: --encoder REF or --pretrain site|pooled")
     rows, series = [], {}
     for arm, budget, ref in cells(args.arms.split(","), args.budgets.split(","), encoders):
         mode = ARMS[arm.split(" ")[0]][1]
@@ -133,7 +200,7 @@ def main() -> None:
         console.print(f"{arm} {budget}: {mean:.3f} ± {sd:.3f} ({n} labels, {minutes:.1f} min)")
     figure = HERE / f"finetune-curves-{args.dataset}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
-    report = render(args, rows, validation, figure)
+    report = render(args, rows, validation, figure, encoders)
     print(report)
     if args.write_results:
         write_section(RESULTS, f"finetune-curves-{args.dataset}", report)
@@ -167,10 +234,14 @@ def cell(config: Config, console: Console) -> tuple[int, float, float, list[floa
     return row
 
 
-def render(args: argparse.Namespace, rows: list, validation: int, figure: Path) -> str:
+def render(args: argparse.Namespace, rows: list, validation: int, figure: Path, encoders: dict[str, str]) -> str:
+    named = ", ".join(
+        f"{name or 'ssl'} `{Path(ref).relative_to(ROOT) if ref.startswith(str(ROOT)) else ref}`"
+        for name, ref in encoders.items()
+    )
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Dataset: "
-        f"{args.dataset}; SSL encoders: {', '.join(f'`{e}`' for e in args.encoder)}; {validation} validation "
+        f"{args.dataset}; SSL encoders: {named}; {validation} validation "
         "scans (a stratified, "
         f"group-disjoint fifth of the labelled pool); {args.seeds} seeds per cell (label draw and "
         f"initialisation). Figure: `{figure.relative_to(ROOT)}`.",
