@@ -15,7 +15,7 @@ images), at the common size 28 (``configs/bench-sites.yaml``). For each directio
 
 Validation parts only (the fixed, group-disjoint fifth of each pool); the test splits stay unused.
 
-    .venv/bin/python benchmarks/adapt_sites.py --write-results
+    .venv/bin/python benchmarks/adapt_sites.py --budget 10%,100% --write-results
 """
 
 from __future__ import annotations
@@ -89,8 +89,10 @@ def auroc(detector: torch.nn.Module, site: Site) -> float:
     return scan_auroc(site.val, score(detector, site.val_images, torch.device("cpu")))
 
 
-def direction(source: Site, target: Site, args: argparse.Namespace, config: Config, console: Console) -> dict:
-    """Every arm's AUROC per seed for source -> target."""
+def direction(
+    source: Site, target: Site, args: argparse.Namespace, config: Config, console: Console
+) -> dict[str, dict[str, list[float]]]:
+    """Every arm's AUROC per seed for source -> target, per label budget."""
     ssl = config.adapt.model_copy(
         update={
             "model": str(source.encoder_path),
@@ -103,7 +105,20 @@ def direction(source: Site, target: Site, args: argparse.Namespace, config: Conf
     pretrain = config.pretrain.model_copy(update={"epochs": args.ssl_epochs})
     continued = run_adapt(config.model_copy(update={"adapt": ssl, "pretrain": pretrain}), console).model
     adapted_encoder = torch.load(continued, map_location="cpu", weights_only=False)
-    budget = Budget.parse(args.budget)
+    return {budget: arms(source, target, budget, adapted_encoder, args, config, console) for budget in args.budget}
+
+
+def arms(
+    source: Site,
+    target: Site,
+    spec: str,
+    adapted_encoder: torch.nn.Module,
+    args: argparse.Namespace,
+    config: Config,
+    console: Console,
+) -> dict[str, list[float]]:
+    """Every arm's AUROC per seed for source -> target with ``spec`` labels."""
+    budget = Budget.parse(spec)
     device = torch.device("cpu")
     results: dict[str, list[float]] = {arm: [] for arm in ARMS}
     for seed in range(args.seeds):
@@ -118,24 +133,26 @@ def direction(source: Site, target: Site, args: argparse.Namespace, config: Conf
         own = probe(target.encoder, target, draw(target.train, budget, seed), seed)
         results["target in-site"].append(auroc(own, target))
         console.print(
-            f"{source.name} -> {target.name} seed {seed}: " + ", ".join(f"{k} {v[-1]:.3f}" for k, v in results.items())
+            f"{source.name} -> {target.name} {spec} seed {seed}: "
+            + ", ".join(f"{k} {v[-1]:.3f}" for k, v in results.items())
         )
     return results
 
 
-def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[str, str], dict]) -> str:
+def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[str, str, str], dict]) -> str:
     a, p = sites["adult"], sites["pediatric"]
     lines = [
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Common size "
         f"28x28; encoders: MoCo on each site's training part ({a.name}: {len(a.train)} of "
-        f"{len(a.train) + len(a.val)} scans, {p.name}: {len(p.train)} of {len(p.train) + len(p.val)}); linear probe on {args.budget} of the source's labels; "
+        f"{len(a.train) + len(a.val)} scans, {p.name}: {len(p.train)} of {len(p.train) + len(p.val)}); linear "
+        f"probe on {' or '.join(args.budget)} of the source's labels (the target in-site probe: as many of its own); "
         f"{args.seeds} seeds; TENT lr {args.tent_lr}, one pass; continued SSL {args.ssl_epochs} epochs on the "
         f"target's training part. Validation parts: {len(a.val)} adult, {len(p.val)} pediatric scans.",
         "",
-        "| source -> target | " + " | ".join(ARMS) + " | gap recovered: AdaBN / TENT / continued SSL |",
-        "|---|" + "---|" * (len(ARMS) + 1),
+        "| source -> target | labels | " + " | ".join(ARMS) + " | gap recovered: AdaBN / TENT / continued SSL |",
+        "|---|---|" + "---|" * (len(ARMS) + 1),
     ]
-    for (source, target), results in table.items():
+    for (source, target, budget), results in table.items():
         mean = {arm: float(np.mean(v)) for arm, v in results.items()}
         cells = [f"{mean[arm]:.3f} ± {np.std(results[arm], ddof=1):.3f}" for arm in ARMS]
         gap = mean["target in-site"] - mean["cross-site"]
@@ -143,13 +160,18 @@ def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[s
             f"{(mean[arm] - mean['cross-site']) / gap:+.0%}" if gap > 0 else "-"
             for arm in ("AdaBN", "TENT", "continued SSL")
         )
-        lines.append(f"| {source} -> {target} | " + " | ".join(cells) + f" | {shares} |")
+        lines.append(f"| {source} -> {target} | {budget} | " + " | ".join(cells) + f" | {shares} |")
     return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--budget", default="10%", help="labels of the source site: N% or Nshot")
+    ap.add_argument(
+        "--budget",
+        default=["10%"],
+        type=lambda text: text.split(","),
+        help="labels of each site: N%% or Nshot, comma-separated for several",
+    )
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--ssl-epochs", type=int, default=20, help="continued SSL epochs on the target")
     ap.add_argument("--tent-lr", type=float, default=1e-3)
@@ -161,8 +183,9 @@ def main() -> None:
     (args.work / "adapt").mkdir(parents=True, exist_ok=True)
     sites = {name: Site(name, config, args.work, console) for name in SITES}
     table = {
-        (s, t): direction(sites[s], sites[t], args, config, console)
+        (s, t, budget): results
         for s, t in (("adult", "pediatric"), ("pediatric", "adult"))
+        for budget, results in direction(sites[s], sites[t], args, config, console).items()
     }
     report = render(args, sites, table)
     print(report)
