@@ -51,6 +51,11 @@ bench: install
 	$(BIN)/python benchmarks/pretrain_knn.py --epochs simclr=80,moco=80,dino=80
 	$(BIN)/python benchmarks/finetune_curves.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
 	$(BIN)/python benchmarks/suggest_vs_random.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
+	$(BIN)/python benchmarks/finetune_curves.py --dataset busi --pretrain site
+	$(BIN)/python benchmarks/finetune_curves.py --dataset busi-malignant --pretrain site
+	$(BIN)/python benchmarks/finetune_curves.py --dataset cxr_nih1000 --pretrain site pooled
+	$(BIN)/python benchmarks/adapt_sites.py --budget 10%,100%
+	rm -rf benchmarks/work/adapt-cli && $(BIN)/python benchmarks/adapt_cli.py
 
 lock:
 	$(BIN)/uv pip compile pyproject.toml --extra bench --extra airflow --extra dev --find-links $(WHEELS) -o requirements.lock \
