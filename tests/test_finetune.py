@@ -18,14 +18,15 @@ from rich.console import Console
 
 from pipeline.config import load_config
 from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_items, split
-from pipeline.finetune.fit import score
-from pipeline.finetune.run import run_finetune
+from pipeline.finetune.fit import fit_full, fit_linear, score
+from pipeline.finetune.run import load_encoder, run_finetune
 from pipeline.pretrain.run import run_pretrain
-from pipeline.pretrain.views import load_fixed
+from pipeline.pretrain.views import load_fixed, views
 from pipeline.pseudonym import image_key
 from pipeline.suggest import k_centre, run_suggest
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
+CPU = torch.device("cpu")
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +90,34 @@ def test_full_finetuning_from_scratch_beats_chance(ingested, tmp_path):
     result = run_finetune(finetune_config(ingested, tmp_path, mode="full", budget="50%", seeds=1), QUIET)
     assert result.encoder == "scratch" and 30 <= result.labels_used[0] <= 36  # half of each class of ~67
     assert result.mean > 0.7, result.val_auroc
+
+
+def test_full_finetuning_keeps_pretrained_batchnorm_statistics_and_learns_a_scratch_encoders(ingested, tmp_path):
+    """A pretrained encoder keeps its BatchNorm statistics; a scratch one learns them from its batches (left
+    at their initial values, its features would never be normalised: a crippled baseline for SSL)."""
+    cfg = finetune_config(ingested, tmp_path, mode="full", epochs=2)
+    items = labelled_items(ingested, cfg.finetune.labels, TEST_KEY, 2, 0, QUIET)[:40]
+    images, labels = load_fixed(items, 2, 28), np.array([it["label"] for it in items])
+    augment = views(2, 28, "mae", crop_min=0.8)
+    for pretrained in (True, False):
+        encoder = load_encoder(cfg, 0)[0]
+        before = {k: v.clone() for k, v in encoder.state_dict().items()}
+        model = fit_full(
+            fit_linear(encoder, 64, images, labels, 1.0, 0, CPU),
+            images,
+            labels,
+            cfg.finetune,
+            augment,
+            0,
+            CPU,
+            pretrained=pretrained,
+        )
+        after = model.encoder.state_dict()
+        statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
+        weights = [k for k in before if k.endswith("weight")]
+        assert statistics and not model.training
+        assert all(not torch.equal(before[k], after[k]) for k in weights)
+        assert all(torch.equal(before[k], after[k]) for k in statistics) == pretrained
 
 
 def test_one_class_mode_needs_only_normal_labels(ingested, encoder_uri, store, tmp_path):

@@ -3,8 +3,10 @@
 - linear: logistic regression (scikit-learn, balanced classes) on the frozen encoder's unit-length
   features, copied into the ``Classifier`` head so the registered model is one torch module;
 - full: starts from that linear probe (LP-FT: the head does not wreck the features in its first steps)
-  and trains every weight, the encoder at ``encoder_lr_factor`` of the head's rate. BatchNorm keeps the
-  pretrained statistics: a batch of four labelled scans cannot estimate new ones;
+  and trains every weight. A pretrained encoder learns at ``encoder_lr_factor`` of the head's rate and
+  keeps its BatchNorm statistics (a batch of four labelled scans cannot estimate better ones); a scratch
+  encoder has nothing to keep, so it trains as any supervised network does: at the head's rate, with
+  BatchNorm on batch statistics. Anything less would handicap the scratch baseline SSL is compared with;
 - oneclass: the normal training embeddings become the ``NormalBank``.
 """
 
@@ -49,15 +51,17 @@ def fit_full(
     augment: RandViewd,
     seed: int,
     device: torch.device,
+    pretrained: bool = True,
     progress: Callable[[float], None] = lambda loss: None,
 ) -> Classifier:
-    """Fine-tune ``model`` (a fitted linear probe) end to end for ``cfg.epochs`` passes."""
+    """Fine-tune ``model`` (a fitted linear probe) end to end for ``cfg.epochs`` passes; ``pretrained``
+    False: its encoder starts from random weights (see the module docstring)."""
     generator = torch.Generator().manual_seed(seed)
     augment.set_random_state(seed)
     model.to(device)
     optimiser = torch.optim.AdamW(
         [
-            {"params": model.encoder.parameters(), "lr": cfg.lr * cfg.encoder_lr_factor},
+            {"params": model.encoder.parameters(), "lr": cfg.lr * (cfg.encoder_lr_factor if pretrained else 1.0)},
             {"params": model.head.parameters(), "lr": cfg.lr},
         ],
         weight_decay=cfg.weight_decay,
@@ -67,17 +71,19 @@ def fit_full(
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - positives) / positives, device=device))
     steps = cfg.epochs * max(1, -(-len(images) // cfg.batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
-    model.eval()  # BatchNorm statistics stay as pretrained; gradients still flow to every weight
+    model.train(not pretrained)  # eval mode keeps pretrained BatchNorm statistics; gradients reach every weight
     for _ in range(cfg.epochs):
         order = torch.randperm(len(images), generator=generator)
         for batch in order.split(cfg.batch_size):
+            if len(batch) < 2 and not pretrained:  # batch statistics of one image are undefined past the pooling
+                continue
             loss = loss_fn(model(augment.view(images[batch].to(device))), target[batch].to(device))
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
             progress(loss.item())
-    return model.cpu()
+    return model.eval().cpu()
 
 
 def fit_oneclass(

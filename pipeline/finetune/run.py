@@ -128,7 +128,7 @@ def _fit(
     model = fit_linear(encoder, dim, images, labels, cfg.linear_c, seed, device)
     if cfg.mode == "full":
         augment = views(spec.spatial_dims, spec.size, "mae", crop_min=0.8)  # crops and flips, no intensity change
-        model = fit_full(model, images, labels, cfg, augment, seed, device)
+        model = fit_full(model, images, labels, cfg, augment, seed, device, pretrained=cfg.encoder != "scratch")
     return model
 
 
