@@ -102,55 +102,30 @@ def main() -> None:
         medssl(*promote, "-o", out, *c, env=env)
         steps.append((label, json.loads((out / "decision.json").read_text())))
 
+    def adapt(model: str | Path, method: str) -> None:
+        medssl(
+            "adapt",
+            "--model",
+            model,
+            "--target",
+            pediatric,
+            "--method",
+            method,
+            "--name",
+            NAME,
+            "-o",
+            work / method,
+            *c,
+            env=env,
+        )
+
     medssl(*finetune, "--encoder", encoder, "-o", work / "finetune", env=env)
     gate("v1: linear probe on the adult encoder, not adapted")
-    medssl(
-        "adapt",
-        "--model",
-        f"models:/{DETECTOR}/1",
-        "--target",
-        pediatric,
-        "--method",
-        "adabn",
-        "--name",
-        NAME,
-        "-o",
-        work / "adabn",
-        *c,
-        env=env,
-    )
+    adapt(f"models:/{DETECTOR}/1", "adabn")
     gate("v2: v1 + AdaBN on the pediatric scans")
-    medssl(
-        "adapt",
-        "--model",
-        f"models:/{DETECTOR}/1",
-        "--target",
-        pediatric,
-        "--method",
-        "tent",
-        "--name",
-        NAME,
-        "-o",
-        work / "tent",
-        *c,
-        env=env,
-    )
+    adapt(f"models:/{DETECTOR}/1", "tent")
     gate("v3: v1 + TENT on the pediatric scans")
-    medssl(
-        "adapt",
-        "--model",
-        encoder,
-        "--target",
-        pediatric,
-        "--method",
-        "ssl",
-        "--name",
-        NAME,
-        "-o",
-        work / "ssl",
-        *c,
-        env=env,
-    )
+    adapt(encoder, "ssl")
     medssl(*finetune, "--encoder", work / "ssl" / "encoder.pt", "-o", work / "finetune-ssl", env=env)
     gate("v4: linear probe (same adult labels) on the adult encoder after continued SSL on the pediatric scans")
     aurocs = {}

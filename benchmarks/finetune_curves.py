@@ -45,7 +45,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from medmnist import export  # noqa: E402
-from results import RESULTS, write_section  # noqa: E402
+from results import RESULTS, section_rows, write_section  # noqa: E402
 
 from pipeline.atomic import write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
@@ -196,14 +196,19 @@ def main() -> None:
         row = cell(load_config(DATASETS[args.dataset][2], overrides), console)
         rows.append((arm, budget, *row))
         n, mean, sd, _, minutes, validation = row
-        series.setdefault(arm, []).append((n, mean, sd))
         console.print(f"{arm} {budget}: {mean:.3f} ± {sd:.3f} ({n} labels, {minutes:.1f} min)")
+    section = f"finetune-curves-{args.dataset}"
+    ran = {row[0] for row in rows}
+    earlier = [kept for line in section_rows(RESULTS, section) if (kept := earlier_row(line))[0] not in ran]
+    rows = earlier + rows
+    for arm, _, n, mean, sd, *_ in rows:
+        series.setdefault(arm, []).append((n, mean, sd))
     figure = HERE / f"finetune-curves-{args.dataset}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
-    report = render(args, rows, validation, figure, encoders)
+    report = render(args, rows, validation, figure, encoders, bool(earlier))
     print(report)
     if args.write_results:
-        write_section(RESULTS, f"finetune-curves-{args.dataset}", report)
+        write_section(RESULTS, section, report)
 
 
 def cells(arms: list[str], budgets: list[str], encoders: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -234,7 +239,16 @@ def cell(config: Config, console: Console) -> tuple[int, float, float, list[floa
     return row
 
 
-def render(args: argparse.Namespace, rows: list, validation: int, figure: Path, encoders: dict[str, str]) -> str:
+def earlier_row(line: str) -> tuple:
+    """A row of this dataset's RESULTS.md table, parsed back: the arms a run leaves out keep their figures."""
+    arm, budget, n, auroc, seeds, minutes = (cell.strip() for cell in line.strip().strip("|").split("|"))
+    mean, sd = (float(v) for v in auroc.split("±"))
+    return arm, budget, int(n), mean, sd, [float(v) for v in seeds.split(",")], float(minutes), None
+
+
+def render(
+    args: argparse.Namespace, rows: list, validation: int, figure: Path, encoders: dict[str, str], kept: bool
+) -> str:
     named = ", ".join(
         f"{name or 'ssl'} `{Path(ref).relative_to(ROOT) if ref.startswith(str(ROOT)) else ref}`"
         for name, ref in encoders.items()
@@ -244,7 +258,8 @@ def render(args: argparse.Namespace, rows: list, validation: int, figure: Path, 
         f"{args.dataset}; SSL encoders: {named}; {validation} validation "
         "scans (a stratified, "
         f"group-disjoint fifth of the labelled pool); {args.seeds} seeds per cell (label draw and "
-        f"initialisation). Figure: `{figure.relative_to(ROOT)}`.",
+        f"initialisation). Figure: `{figure.relative_to(ROOT)}`."
+        + (f" Arms other than {args.arms} are kept from the previous run of this table." if kept else ""),
         "",
         "| arm | budget | labels used | AUROC mean ± sd | per seed | minutes |",
         "|---|---|---|---|---|---|",
