@@ -62,19 +62,19 @@ class Site:
         self.position = {id(it): i for i, it in enumerate(self.train)}
         self.train_images = load_fixed(self.train, 2, size)
         self.val_images = load_fixed(self.val, 2, size)
+        # The manifest rows of the training part only: what SSL, here and in continued SSL, may see of this site.
+        scans = {it["scan"] for it in self.train}
+        self.train_manifest, _ = union_manifest(
+            self.manifest.with_name("manifest-train.parquet"), [(self.manifest, scans)]
+        )
         overrides = {
-            "manifest": self.train_manifest(),
+            "manifest": self.train_manifest,
             "out": work / "adapt" / f"{name}-encoder",
             "register_encoder": False,
         }
         pretrain = config.pretrain.model_copy(update=overrides)
         self.encoder_path = run_pretrain(config.model_copy(update={"pretrain": pretrain}), console).encoder
         self.encoder = torch.load(self.encoder_path, map_location="cpu", weights_only=False)
-
-    def train_manifest(self) -> Path:
-        """The manifest rows of the training part only: what SSL may see of this site."""
-        path = self.manifest.with_name("manifest-train.parquet")
-        return union_manifest(path, [(self.manifest, {it["scan"] for it in self.train})])
 
 
 def probe(encoder: torch.nn.Module, site: Site, chosen: list[dict], seed: int) -> torch.nn.Module:
@@ -96,7 +96,7 @@ def direction(
     ssl = config.adapt.model_copy(
         update={
             "model": str(source.encoder_path),
-            "target": str(target.train_manifest()),
+            "target": str(target.train_manifest),
             "method": "ssl",
             "out": args.work / "adapt" / f"{source.name}-to-{target.name}-ssl",
             "register_model": False,

@@ -95,17 +95,18 @@ def training_part(manifest: Path, labels: Path, config: Config, console: Console
     return split(items, config.finetune.val_fraction, config.finetune.seed)[0]
 
 
-def union_manifest(path: Path, parts: list[tuple[Path, set[str] | None]]) -> Path:
-    """One manifest of several manifests' rows (only the scans named, where a set is given), their output
-    paths made absolute so the rows of every folder resolve from the new one."""
+def union_manifest(path: Path, parts: list[tuple[Path, set[str] | None]]) -> tuple[Path, int]:
+    """(path, rows) of one manifest of several manifests' rows (only the scans named, where a set is given),
+    their output paths made absolute so the rows of every folder resolve from the new one."""
     tables = []
     for manifest, scans in parts:
         table = pd.read_parquet(manifest)
         if scans is not None:
             table = table[table.series_key.isin(scans)]
         tables.append(table.assign(output_path=[str(manifest.parent.resolve() / p) for p in table.output_path]))
-    pd.concat(tables, ignore_index=True).to_parquet(path)
-    return path
+    union = pd.concat(tables, ignore_index=True)
+    union.to_parquet(path)
+    return path, len(union)
 
 
 def pretrain_encoders(
@@ -123,8 +124,8 @@ def pretrain_encoders(
                 console.print(f"{name}: no other {MODALITY[name]} site in ../shared/data, so no pooled encoder")
                 continue
             parts += [(dataset(other, work / other, console)[0], None) for other in sorted(others)]
-        union = union_manifest(work / name / f"ssl-{kind}.parquet", parts)
-        epochs = max(1, round(config.pretrain.epochs * len(scans) / len(pd.read_parquet(union))))
+        union, rows = union_manifest(work / name / f"ssl-{kind}.parquet", parts)
+        epochs = max(1, round(config.pretrain.epochs * len(scans) / rows))
         overrides = {
             "manifest": union,
             "epochs": epochs,
