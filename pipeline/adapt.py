@@ -26,6 +26,7 @@ from rich.table import Table
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from models.batchnorm import batchnorms, estimate_batchnorm
 from models.detectors import Classifier
 from pipeline.atomic import atomic_path
 from pipeline.config import Config
@@ -56,27 +57,16 @@ class AdaptResult:
 
 
 def _norms(model: nn.Module) -> list[_BatchNorm]:
-    norms = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    norms = batchnorms(model)
     if not norms:
         raise AdaptError("the model has no BatchNorm layer: there are no statistics to adapt")
     return norms
 
 
-@torch.no_grad()
 def adabn(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are the plain average over ``images``."""
-    model = copy.deepcopy(model).to(device).eval()
-    norms = _norms(model)
-    momenta = [m.momentum for m in norms]
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over every batch, not an exponential one
-        m.train()
-    for start in range(0, len(images) - 1, batch_size):  # a last batch of one has no variance
-        model(images[start : start + batch_size].to(device))
-    for m, momentum in zip(norms, momenta, strict=True):
-        m.momentum = momentum
-    return model.eval().cpu()
+    _norms(model)
+    return estimate_batchnorm(model, images, batch_size, device)
 
 
 def tent(

@@ -141,6 +141,7 @@ class FinetuneConfig(_Strict):
     batch_size: int = Field(default=32, ge=1)
     lr: float = Field(default=1e-3, gt=0)
     encoder_lr_factor: float = Field(default=0.1, gt=0)
+    gentle_below: int = Field(default=100, ge=0)
     weight_decay: float = Field(default=1e-4, ge=0)
     oneclass_metric: Literal["knn", "mahalanobis"] = "knn"
     oneclass_k: int = Field(default=5, ge=1)

@@ -16,6 +16,7 @@ from conftest import PNEUMONIA, TEST_KEY, TINY_ENCODER, finetune_config
 from PIL import Image
 from rich.console import Console
 
+from models.batchnorm import estimate_batchnorm
 from pipeline.config import load_config
 from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_items, split
 from pipeline.finetune.fit import fit_full, fit_linear, score
@@ -92,32 +93,31 @@ def test_full_finetuning_from_scratch_beats_chance(ingested, tmp_path):
     assert result.mean > 0.7, result.val_auroc
 
 
-def test_full_finetuning_keeps_pretrained_batchnorm_statistics_and_learns_a_scratch_encoders(ingested, tmp_path):
-    """A pretrained encoder keeps its BatchNorm statistics; a scratch one learns them from its batches (left
-    at their initial values, its features would never be normalised: a crippled baseline for SSL)."""
+def test_full_finetuning_keeps_pretrained_batchnorm_statistics_only_with_few_labels(ingested, tmp_path):
+    """Below ``gentle_below`` labelled images a pretrained encoder keeps its BatchNorm statistics; from it on,
+    and always from scratch (left at their initial values, its features would never be normalised: a
+    crippled baseline for SSL), the statistics are learnt and end as those of the final weights over the
+    training images, not the lagging running averages."""
     cfg = finetune_config(ingested, tmp_path, mode="full", epochs=2)
     items = labelled_items(ingested, cfg.finetune.labels, TEST_KEY, 2, 0, QUIET)[:40]
     images, labels = load_fixed(items, 2, 28), np.array([it["label"] for it in items])
     augment = views(2, 28, "mae", crop_min=0.8)
-    for pretrained in (True, False):
+    for pretrained, gentle_below, kept in ((True, 41, True), (True, 40, False), (False, 41, False)):
         encoder = load_encoder(cfg, 0)[0]
         before = {k: v.clone() for k, v in encoder.state_dict().items()}
+        settings = cfg.finetune.model_copy(update={"gentle_below": gentle_below})
         model = fit_full(
-            fit_linear(encoder, 64, images, labels, 1.0, 0, CPU),
-            images,
-            labels,
-            cfg.finetune,
-            augment,
-            0,
-            CPU,
-            pretrained=pretrained,
+            fit_linear(encoder, 64, images, labels, 1.0, 0, CPU), images, labels, settings, augment, 0, CPU, pretrained
         )
         after = model.encoder.state_dict()
         statistics = [k for k in before if k.endswith(("running_mean", "running_var"))]
         weights = [k for k in before if k.endswith("weight")]
         assert statistics and not model.training
         assert all(not torch.equal(before[k], after[k]) for k in weights)
-        assert all(torch.equal(before[k], after[k]) for k in statistics) == pretrained
+        assert all(torch.equal(before[k], after[k]) for k in statistics) == kept
+        if not kept:
+            final = estimate_batchnorm(model, images, settings.batch_size, CPU).encoder.state_dict()
+            assert all(torch.allclose(after[k], final[k], atol=1e-5) for k in statistics)
 
 
 def test_one_class_mode_needs_only_normal_labels(ingested, encoder_uri, store, tmp_path):
