@@ -49,7 +49,7 @@ bench: install
 	$(BIN)/python benchmarks/ingest_bench.py
 	$(BIN)/python benchmarks/pretrain_datapath.py
 	$(BIN)/python benchmarks/pretrain_knn.py --epochs simclr=80,moco=80,dino=80
-	$(BIN)/python benchmarks/finetune_curves.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
+	$(BIN)/python benchmarks/finetune_curves.py --dataset pneumoniamnist --pretrain site
 	$(BIN)/python benchmarks/suggest_vs_random.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
 	$(BIN)/python benchmarks/finetune_curves.py --dataset busi --pretrain site
 	$(BIN)/python benchmarks/finetune_curves.py --dataset busi-malignant --pretrain site

@@ -20,8 +20,7 @@ validation part is never pretrained on.
 Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets get enough steps and the
 100 % budget stays affordable on a CPU.
 
-    .venv/bin/python benchmarks/finetune_curves.py --dataset pneumoniamnist \\
-        --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt --write-results
+    .venv/bin/python benchmarks/finetune_curves.py --dataset pneumoniamnist --pretrain site --write-results
 """
 
 from __future__ import annotations
