@@ -9,7 +9,6 @@ estimate on another site's scans.
 
 from __future__ import annotations
 
-import copy
 from typing import TypeVar
 
 import torch
@@ -25,9 +24,9 @@ def batchnorms(model: nn.Module) -> list[_BatchNorm]:
 
 @torch.no_grad()
 def estimate_batchnorm(model: M, images: torch.Tensor, batch_size: int, device: torch.device) -> M:
-    """A copy of ``model`` (in eval mode, on the CPU) whose BatchNorm running statistics are the average
-    over ``images``; nothing learned changes."""
-    model = copy.deepcopy(model).to(device).eval()
+    """``model`` itself (in eval mode, on the CPU), its BatchNorm running statistics now the average over
+    ``images``; nothing learned changes. In place: a caller that must keep the original copies it first."""
+    model = model.to(device).eval()
     norms = batchnorms(model)
     momenta = [m.momentum for m in norms]
     for m in norms:

@@ -66,7 +66,7 @@ def _norms(model: nn.Module) -> list[_BatchNorm]:
 def adabn(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> nn.Module:
     """A copy of ``model`` whose BatchNorm running statistics are the plain average over ``images``."""
     _norms(model)
-    return estimate_batchnorm(model, images, batch_size, device)
+    return estimate_batchnorm(copy.deepcopy(model), images, batch_size, device)
 
 
 def tent(
@@ -95,7 +95,7 @@ def tent(
             entropy.backward()
             optimiser.step()
     model.requires_grad_(True)
-    return adabn(model, images, batch_size, device)
+    return estimate_batchnorm(model, images, batch_size, device)  # already a copy
 
 
 def run_adapt(config: Config, console: Console) -> AdaptResult:

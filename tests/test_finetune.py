@@ -4,6 +4,7 @@ normal labels alone; splits never put a group on both sides; bad labels and enco
 
 from __future__ import annotations
 
+import copy
 import os
 from pathlib import Path
 
@@ -116,7 +117,7 @@ def test_full_finetuning_keeps_pretrained_batchnorm_statistics_only_with_few_lab
         assert all(not torch.equal(before[k], after[k]) for k in weights)
         assert all(torch.equal(before[k], after[k]) for k in statistics) == kept
         if not kept:
-            final = estimate_batchnorm(model, images, settings.batch_size, CPU).encoder.state_dict()
+            final = estimate_batchnorm(copy.deepcopy(model), images, settings.batch_size, CPU).encoder.state_dict()
             assert all(torch.allclose(after[k], final[k], atol=1e-5) for k in statistics)
 
 
