@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+import yaml
 from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
@@ -164,9 +165,21 @@ def main() -> None:
     ap.add_argument("--arms", default=",".join(ARMS))
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config key (YAML value) to check a variant, e.g. finetune.gentle_below=0; its cells "
+        "get their own run folders, and it cannot be combined with --write-results",
+    )
     ap.add_argument("--work", type=Path, default=HERE / "work" / "curves")
     ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args()
+    if args.set and args.write_results:
+        ap.error("--set checks a variant: the RESULTS.md tables are written without overrides")
+    extra = {key: yaml.safe_load(value) for key, value in (item.split("=", 1) for item in args.set)}
+    variant = "".join(f"-{k.rsplit('.', 1)[-1]}{v}" for k, v in extra.items()).replace(" ", "")
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True)
@@ -187,11 +200,12 @@ def main() -> None:
             "finetune.seeds": args.seeds,
             "finetune.manifest": str(manifest),
             "finetune.labels": str(labels),
-            "finetune.out": str(work / "runs" / f"{arm.replace(' ', '-')}-{budget}"),
+            "finetune.out": str(work / "runs" / f"{arm.replace(' ', '-')}-{budget}{variant}"),
             "finetune.epochs": epochs_for(budget, int(pool * 0.8)),
             "tracking.uri": f"sqlite:///{work}/mlflow.db",
             "finetune.name": f"bench-{args.dataset}",
             "finetune.register_detector": False,
+            **extra,
         }
         row = cell(load_config(DATASETS[args.dataset][2], overrides), console)
         rows.append((arm, budget, *row))
@@ -199,11 +213,13 @@ def main() -> None:
         console.print(f"{arm} {budget}: {mean:.3f} ± {sd:.3f} ({n} labels, {minutes:.1f} min)")
     section = f"finetune-curves-{args.dataset}"
     ran = {row[0] for row in rows}
-    earlier = [kept for line in section_rows(RESULTS, section) if (kept := earlier_row(line))[0] not in ran]
+    # A variant's rows stand alone, beside the table, not merged into it.
+    rows_kept = [] if variant else section_rows(RESULTS, section)
+    earlier = [kept for line in rows_kept if (kept := earlier_row(line))[0] not in ran]
     rows = earlier + rows
     for arm, _, n, mean, sd, *_ in rows:
         series.setdefault(arm, []).append((n, mean, sd))
-    figure = HERE / f"finetune-curves-{args.dataset}.png"
+    figure = (work if variant else HERE) / f"finetune-curves-{args.dataset}{variant}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
     report = render(args, rows, validation, figure, encoders, bool(earlier))
     print(report)
