@@ -64,7 +64,8 @@ class DINO(MomentumPair):
         ramp = min(1.0, fraction / self.warmup_fraction) if self.warmup_fraction > 0 else 1.0
         self.teacher_temp = self.warmup_teacher_temp + ramp * (self.final_teacher_temp - self.warmup_teacher_temp)
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``index`` unused: self-distillation has no negatives to keep an image out of."""
         student_a, student_b = self.online(view_a), self.online(view_b)
         with torch.no_grad():
             teacher_a, teacher_b = self.target(view_a), self.target(view_b)

@@ -99,7 +99,8 @@ class MAE(nn.Module):
         per_patch = ((predicted - target) ** 2).mean(dim=-1)
         return (per_patch * mask).sum() / mask.sum().clamp_min(1)
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``index`` unused: reconstruction compares an image only with itself."""
         return 0.5 * (self.reconstruction_loss(view_a) + self.reconstruction_loss(view_b))
 
     def set_progress(self, fraction: float) -> None:

@@ -30,7 +30,8 @@ class SimCLR(nn.Module):
         self.projector = projection_mlp(feature_dim, proj_hidden, proj_dim)
         self.loss = ContrastiveLoss(temperature=temperature)
 
-    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor) -> torch.Tensor:
+    def forward(self, view_a: torch.Tensor, view_b: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+        """``index`` unused: a batch holds each image once, so no negative is the query's own image."""
         z_a = gather_with_grad(self.projector(self.encoder(view_a)))  # other ranks' images are negatives too
         z_b = gather_with_grad(self.projector(self.encoder(view_b)))
         # The loss in float32 even under autocast: MONAI's NT-Xent builds the similarity matrix and its

@@ -105,6 +105,37 @@ def test_moco_loss_falls_once_the_queue_holds_real_keys():
     assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[full : full + 5]), np.round(losses, 3)
 
 
+def test_moco_keeps_an_images_own_older_keys_out_of_its_negatives():
+    """24 images and a queue of 48: after one step each query's previous key waits in the queue; the loss
+    must be InfoNCE over the other images' keys only."""
+    torch.manual_seed(0)
+    images = _cxr_batch()[:, :, :48, :48]
+    index = torch.arange(len(images))
+    model, _ = _build("moco")
+    model(images, images.flip(-1), index)
+    queue, owners = model.queue.clone(), model.queue_index.clone()
+    assert sorted(owners[owners >= 0].tolist()) == index.tolist()
+    a, b = images.flip(-2), images
+    loss = model(a, b, index)
+    with torch.no_grad():
+        q, k = (F.normalize(net(x), dim=1) for net, x in ((model.online, a), (model.target, b)))
+    temperature = SMALL_HEADS["moco"]["temperature"]
+    expected = torch.stack(
+        [
+            -torch.log_softmax(
+                torch.cat([q[i : i + 1] @ k[i : i + 1].T, q[i : i + 1] @ queue[owners != i].T], 1)[0] / temperature, 0
+            )[0]
+            for i in range(len(q))
+        ]
+    ).mean()
+    assert torch.allclose(loss, expected, atol=1e-5), (float(loss), float(expected))
+    unmasked = F.cross_entropy(
+        torch.cat([(q * k).sum(1, keepdim=True), q @ queue.T], 1) / temperature, torch.zeros(len(q), dtype=torch.long)
+    )
+    assert unmasked > loss  # the own older key is the hardest "negative": it was another view of the query
+    assert torch.equal(model.queue_index[owners < 0][: len(index)], index)
+
+
 def _distillation_gap(model, a, b) -> float:
     """KL from the centred teacher to the student: what the student's gradient actually reduces."""
     with torch.no_grad():

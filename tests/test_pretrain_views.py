@@ -7,7 +7,7 @@ import pytest
 import torch
 from monai.data import ThreadDataLoader
 
-from pipeline.pretrain.views import KEY, VIEWS, LoadVolumed, RandViewd, ViewPairs, centred, dataset, views
+from pipeline.pretrain.views import INDEX, KEY, VIEWS, LoadVolumed, RandViewd, ViewPairs, centred, dataset, views
 
 
 def _rows(out, manifest, kind):
@@ -26,6 +26,20 @@ def test_2d_view_pairs_differ_and_keep_their_size(sample_manifest):
     assert a.shape == b.shape == (8, 1, 48, 48)
     assert float(a.min()) >= -0.5 and float(a.max()) <= 1.5  # [0, 1] images, plus contrast and noise
     assert not torch.equal(a, b)
+
+
+def test_each_pair_carries_its_images_position_in_the_training_set(sample_manifest):
+    """MoCo's queue needs it to tell an image's own older keys from other images'."""
+    out, manifest = sample_manifest
+    rows = _rows(out, manifest, lambda r: r.kind == "image")
+    ds = dataset(rows, 2, 48)
+    loader = ThreadDataLoader(ds, batch_size=5, shuffle=True, collate_fn=ViewPairs(views(2, 48, "moco")))
+    batches = list(loader)
+    seen = [batch[INDEX] for batch in batches]
+    assert all(i.dtype == torch.long and len(i) == len(batch["view_a"]) for i, batch in zip(seen, batches, strict=True))
+    assert sorted(torch.cat(seen).tolist()) == list(range(len(rows)))
+    first = seen[0][0].item()
+    assert torch.equal(torch.as_tensor(ds[first][KEY]), torch.as_tensor(dataset([rows[first]], 2, 48)[0][KEY]))
 
 
 def test_the_cache_holds_the_deterministic_part_only(sample_manifest):

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from pipeline.atomic import atomic_path
 from pipeline.device import DeviceSetup
-from pipeline.pretrain.views import VIEWS
+from pipeline.pretrain.views import INDEX, VIEWS
 
 
 def seed_epoch(seed: int, epoch: int, order: torch.Generator, *transforms: Randomizable) -> None:
@@ -54,7 +54,7 @@ def train_epoch(
             before_step(i)
         view_a, view_b = (batch[name].to(setup.device, non_blocking=True).float() for name in VIEWS)
         with torch.autocast(device_type=setup.device.type, enabled=setup.amp):
-            loss = model(view_a, view_b)
+            loss = model(view_a, view_b, batch[INDEX].to(setup.device))
         optimiser.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         scaler.step(optimiser)

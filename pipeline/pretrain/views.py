@@ -32,6 +32,7 @@ from pipeline.pretrain.volumes import load_volume, normalise
 
 KEY = "image"
 VIEWS = ("view_a", "view_b")
+INDEX = "index"  # an image's position in the training set: MoCo keeps an image's own old keys out of its negatives
 
 
 class LoadVolumed(MapTransform):
@@ -68,14 +69,15 @@ def context(size: int) -> int:
 def deterministic(spatial_dims: int, size: int, volume_side: int = 128) -> Compose:
     """Cached once: 2D images (and slices) resized to ``size``; 3D volumes resized to a longest side of
     ``volume_side`` (one scale across scanners, bounded memory), then padded to at least ``context(size)``."""
+    keep = SelectItemsd((KEY, INDEX), allow_missing_keys=True)  # the array (and its index) go on to batching
     if spatial_dims == 2:
-        return Compose([LoadVolumed(), Resized(KEY, (size, size)), SelectItemsd(KEY)])
+        return Compose([LoadVolumed(), Resized(KEY, (size, size)), keep])
     return Compose(
         [
             LoadVolumed(),
             Resized(KEY, volume_side, size_mode="longest"),
             SpatialPadd(KEY, (context(size),) * 3),
-            SelectItemsd(KEY),  # only the array goes on to batching (row metadata holds None values)
+            keep,  # row metadata holds None values, which do not batch
         ]
     )
 
@@ -206,8 +208,9 @@ class RandViewd(Randomizable, MapTransform):
 
 
 class ViewPairs(Randomizable):
-    """``ThreadDataLoader``'s collate: the cached images of a batch -> ``{'view_a': ..., 'view_b': ...}``,
-    two views of each, made in the loader's thread while the model trains on the previous batch."""
+    """``ThreadDataLoader``'s collate: the cached images of a batch -> ``{'view_a': ..., 'view_b': ...,
+    'index': ...}``, two views of each (made in the loader's thread while the model trains on the previous
+    batch) and each image's index in the ``dataset``."""
 
     def __init__(self, view: RandViewd) -> None:
         self.view = view
@@ -221,7 +224,8 @@ class ViewPairs(Randomizable):
 
     def __call__(self, items: Sequence[Mapping[Hashable, Any]]) -> dict[str, torch.Tensor]:
         images = torch.stack([torch.as_tensor(item[KEY]) for item in items])
-        return {name: self.view.view(images) for name in VIEWS}
+        index = torch.as_tensor([item[INDEX] for item in items], dtype=torch.long)
+        return {INDEX: index} | {name: self.view.view(images) for name in VIEWS}
 
 
 def dataset(
@@ -243,4 +247,5 @@ def dataset(
     if spatial_dims == 3:
         steps.append(RandSpatialCropd(KEY, (context(size),) * 3, random_size=False))
     steps += [EnsureTyped(KEY, track_meta=False), ToDeviced(KEY, device=device)]
-    return CacheDataset(list(rows), Compose(steps), cache_rate=cache_rate, num_workers=workers, progress=False)
+    items = [dict(row) | {INDEX: i} for i, row in enumerate(rows)]
+    return CacheDataset(items, Compose(steps), cache_rate=cache_rate, num_workers=workers, progress=False)
