@@ -121,7 +121,8 @@ def main() -> None:
         minutes = (time.perf_counter() - began) / 60
         baseline = random_init(cfg, console)
         rows.append((method, cfg.pretrain.epochs, result, baseline, minutes))
-        console.print(f"{method}: kNN AUROC {result.knn_auroc:.3f} vs random init {np.mean(baseline):.3f}")
+        seeds = ", ".join(f"{score:.4f}" for score in baseline)
+        console.print(f"{method}: kNN AUROC {result.knn_auroc:.4f} vs random init {np.mean(baseline):.4f} ({seeds})")
     ran = {row[0] for row in rows}
     earlier = [line for line in section_rows(RESULTS, "pretrain-knn") if line.split("|")[1].strip() not in ran]
     report = render(rows, earlier)
