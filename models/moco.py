@@ -37,7 +37,7 @@ class MoCo(MomentumPair):
 
     The queue remembers whose key each entry is (``index``: the image's position in the training set), and
     a query never counts its own image's older keys as negatives: on a hospital-sized set the queue spans
-    one epoch or more (512 keys against ~440 BUSI training images), so without that nearly every query
+    one epoch or more (512 keys against 437 BUSI training images), so without that nearly every query
     would be pushed away from another view of itself.
     """
 
