@@ -64,25 +64,18 @@ ARMS = (
 class Site:
     """One site's labelled pool, its fixed split, its images at the common size, and its SSL encoder."""
 
-    def __init__(self, name: str, config: Config, work: Path, console: Console) -> None:
-        self.name = name
-        self.manifest, labels = dataset(SITES[name], work / "curves" / SITES[name], console)
+    def __init__(self, name: str, manifest: Path, labels: Path, config: Config, out: Path, console: Console) -> None:
+        self.name, self.manifest = name, manifest
         size = config.pretrain.size
-        items = labelled_items(self.manifest, labels, config.ingest.secret(), 2, 0, console)
+        items = labelled_items(manifest, labels, config.ingest.secret(), 2, 0, console)
         self.train, self.val = split(items, 0.2, 0)
         self.position = {id(it): i for i, it in enumerate(self.train)}
         self.train_images = load_fixed(self.train, 2, size)
         self.val_images = load_fixed(self.val, 2, size)
         # The manifest rows of the training part only: what SSL, here and in continued SSL, may see of this site.
         scans = {it["scan"] for it in self.train}
-        self.train_manifest, _ = union_manifest(
-            self.manifest.with_name("manifest-train.parquet"), [(self.manifest, scans)]
-        )
-        overrides = {
-            "manifest": self.train_manifest,
-            "out": work / "adapt" / f"{name}-encoder",
-            "register_encoder": False,
-        }
+        self.train_manifest, _ = union_manifest(manifest.with_name("manifest-train.parquet"), [(manifest, scans)])
+        overrides = {"manifest": self.train_manifest, "out": out / f"{name}-encoder", "register_encoder": False}
         pretrain = config.pretrain.model_copy(update=overrides)
         self.encoder_path = run_pretrain(config.model_copy(update={"pretrain": pretrain}), console).encoder
         self.encoder = torch.load(self.encoder_path, map_location="cpu", weights_only=False)
@@ -101,15 +94,15 @@ def auroc(detector: torch.nn.Module, site: Site) -> float:
 
 
 def direction(
-    source: Site, target: Site, args: argparse.Namespace, config: Config, console: Console
+    source: Site, target: Site, args: argparse.Namespace, config: Config, out: Path, console: Console
 ) -> dict[str, dict[str, list[float]]]:
-    """Every arm's AUROC per seed for source -> target, per label budget."""
+    """Every arm's AUROC per seed for source -> target, per label budget; continued SSL writes under ``out``."""
     ssl = config.adapt.model_copy(
         update={
             "model": str(source.encoder_path),
             "target": str(target.train_manifest),
             "method": "ssl",
-            "out": args.work / "adapt" / f"{source.name}-to-{target.name}-ssl",
+            "out": out / f"{source.name}-to-{target.name}-ssl",
             "register_model": False,
         }
     )
@@ -153,15 +146,10 @@ def arms(
     return results
 
 
-def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[str, str, str], dict]) -> str:
-    a, p = sites["adult"], sites["pediatric"]
+def render(header: str, table: dict[tuple[str, str, str], dict]) -> str:
+    """The header, then one row per (source, target, budget): every arm's mean ± sd and the shares of the gap."""
     lines = [
-        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Common size "
-        f"28x28; encoders: MoCo on each site's training part ({a.name}: {len(a.train)} of "
-        f"{len(a.train) + len(a.val)} scans, {p.name}: {len(p.train)} of {len(p.train) + len(p.val)}); linear "
-        f"probe on {' or '.join(args.budget)} of the source's labels (the target in-site probe: as many of its own); "
-        f"{args.seeds} seeds; TENT lr {args.tent_lr}, one pass; continued SSL {args.ssl_epochs} epochs on the "
-        f"target's training part. Validation parts: {len(a.val)} adult, {len(p.val)} pediatric scans.",
+        header,
         "",
         "| source -> target | labels | " + " | ".join(ARMS) + " | gap recovered: AdaBN / TENT / continued SSL |",
         "|---|---|" + "---|" * (len(ARMS) + 1),
@@ -178,8 +166,18 @@ def render(args: argparse.Namespace, sites: dict[str, Site], table: dict[tuple[s
     return "\n".join(lines)
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def probes(args: argparse.Namespace) -> str:
+    """The table header's sentence on the probes and the adaptations."""
+    return (
+        f"linear probe on {' or '.join(args.budget)} of the source's labels (the target in-site probe and the "
+        f"diagnostic: as many of the target's own); {args.seeds} seeds; TENT lr {args.tent_lr}, one pass; "
+        f"continued SSL {args.ssl_epochs} epochs on the target's training part."
+    )
+
+
+def options(description: str) -> argparse.ArgumentParser:
+    """The options both site benchmarks share."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument(
         "--budget",
         default=["10%"],
@@ -191,17 +189,33 @@ def main() -> None:
     ap.add_argument("--tent-lr", type=float, default=1e-3)
     ap.add_argument("--work", type=Path, default=HERE / "work")
     ap.add_argument("--write-results", action="store_true")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = options(__doc__).parse_args()
     console = Console(stderr=True)
-    config = load_config(CONFIG, {"tracking.uri": f"sqlite:///{args.work}/adapt/mlflow.db"})
-    (args.work / "adapt").mkdir(parents=True, exist_ok=True)
-    sites = {name: Site(name, config, args.work, console) for name in SITES}
+    out = args.work / "adapt"
+    config = load_config(CONFIG, {"tracking.uri": f"sqlite:///{out}/mlflow.db"})
+    out.mkdir(parents=True, exist_ok=True)
+    sites = {
+        name: Site(name, *dataset(folder, args.work / "curves" / folder, console), config, out, console)
+        for name, folder in SITES.items()
+    }
     table = {
         (s, t, budget): results
         for s, t in (("adult", "pediatric"), ("pediatric", "adult"))
-        for budget, results in direction(sites[s], sites[t], args, config, console).items()
+        for budget, results in direction(sites[s], sites[t], args, config, out, console).items()
     }
-    report = render(args, sites, table)
+    a, p = sites["adult"], sites["pediatric"]
+    header = (
+        f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Common size "
+        f"{config.pretrain.size}x{config.pretrain.size}; encoders: MoCo on each site's training part ({a.name}: "
+        f"{len(a.train)} of {len(a.train) + len(a.val)} scans, {p.name}: {len(p.train)} of "
+        f"{len(p.train) + len(p.val)}); {probes(args)} Validation parts: {len(a.val)} adult, {len(p.val)} "
+        "pediatric scans."
+    )
+    report = render(header, table)
     print(report)
     if args.write_results:
         write_section(RESULTS, "adapt-sites", report)
