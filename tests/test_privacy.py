@@ -70,3 +70,35 @@ def test_identifiers_never_reach_outputs(tmp_path):
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert not ids & set(manifest.patient)
     assert "NOT_AN_IMAGE" in set(manifest.reason)
+
+
+def test_an_image_folder_named_for_its_patient_is_pseudonymised(ingest, tmp_path):
+    """PNG archives laid out per patient (patient00001/study1/...) put the label CSV's patient ID in the
+    folder name; the manifest keeps that folder scrubbed, as it does a DICOM series' folder."""
+    png = next(p for p in sorted((SAMPLE / "cxr_nih1000").rglob("*.png")))
+    folder = tmp_path / "archive" / "patient00417" / "study1"
+    folder.mkdir(parents=True)
+    (folder / "view1.png").write_bytes(png.read_bytes())
+    labels = tmp_path / "labels.csv"
+    labels.write_text(f"path,label,patient_id\n{folder / 'view1.png'},1,patient00417\n")
+    _, manifest = ingest(tmp_path / "archive", labels=[str(labels)])
+    assert list(manifest.status) == ["accepted"] and list(manifest.label) == [1]
+    assert "patient00417" not in manifest.to_csv()
+    assert manifest.source_dir[0].endswith("/study1")
+
+
+def test_a_header_that_breaks_the_reader_is_rejected_with_its_folder_scrubbed(monkeypatch, tmp_path):
+    """Any error deep in a header (not only the ones named) rejects the file as corrupt, and the folder
+    shown for it is scrubbed of the patient's name and ID read just before."""
+    from pipeline.ingest import headers
+
+    series = copy_series(tmp_path / "DOE_JANE" / PATIENT_ID, _identify)
+
+    def broken(*args, **kwargs):
+        raise IndexError(f"functional group 3 of {args[0]} is empty")
+
+    monkeypatch.setattr(headers, "_dicom_header", broken)
+    rec = headers.read_header(str(next(series.iterdir())), TEST_KEY.encode())
+    assert rec.reason == "CORRUPT_FILE" and "IndexError" in rec.detail
+    assert "DOE_JANE" not in rec.shown_path and PATIENT_ID not in rec.shown_path
+    assert "DOE_JANE" not in rec.detail and PATIENT_ID not in rec.detail

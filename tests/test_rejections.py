@@ -180,3 +180,12 @@ def test_nonuniform_spacing_named_once_tilt_is_allowed(ingest, tmp_path):
     assert list(manifest.reason) == [Reason.NONUNIFORM_SPACING.value]
     _, manifest = ingest(SHARED / "dicom2nifti_testdata/failing/sliceincrement/002", tilt="raw", out=tmp_path / "o2")
     assert list(manifest.reason) == [Reason.MISSING_SLICES.value]
+
+
+def test_a_single_valued_image_type_is_read_as_one_value(tmp_path):
+    """pydicom gives a bare string for a one-valued ImageType; read as characters it would never match
+    LOCALIZER or MOSAIC."""
+    from pipeline.ingest.headers import read_header
+
+    series = copy_series(tmp_path / "scout", lambda dss: [setattr(ds, "ImageType", "LOCALIZER") or ds for ds in dss])
+    assert read_header(str(next(series.iterdir())), b"k" * 32).image_type == ("LOCALIZER",)

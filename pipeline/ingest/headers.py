@@ -351,6 +351,10 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
         except Rejected as rej:
             rej.identifiers = [i for i in identifiers if i]
             raise
+        except Exception as exc:  # a malformed element deep in pydicom; rejected here so the path is scrubbed
+            rej = Rejected(Reason.CORRUPT_FILE, describe(exc, path))
+            rej.identifiers = [i for i in identifiers if i]
+            raise rej from exc
 
 
 def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
@@ -401,7 +405,7 @@ def _dicom_header(
     _check_decodable(ts)
     # Each element converted once into a plain dict: pydicom's attribute lookup costs more than the parse.
     v = {elem.keyword: elem.value for elem in ds if elem.keyword}
-    image_type = tuple(str(v).upper() for v in (v.get("ImageType") or ()))
+    image_type = _image_type(v.get("ImageType"))
     modality = str(v.get("Modality", "") or "")
     has_geometry = "ImagePositionPatient" in v and "ImageOrientationPatient" in v
     # Projections are single images; secondary captures too unless they carry slice geometry.
@@ -605,7 +609,7 @@ def _enhanced_frames(ds: Dataset) -> list[Frame]:
         frame_type_item = (
             group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence") or group("FrameTypeSequence")
         )
-        frame_type = tuple(str(v) for v in (getattr(frame_type_item, "FrameType", None) or ()))
+        frame_type = _image_type(getattr(frame_type_item, "FrameType", None))
         echo = _float(getattr(group("MREchoSequence"), "EffectiveEchoTime", None), 0.0)
         temporal = (
             _float(getattr(content, "TemporalPositionIndex", None)),

@@ -87,7 +87,7 @@ def stack_row(plan: StackPlan, site: str | None, digest: str) -> dict[str, Any]:
 def image_row(h: ImageFileHeader, extra: dict[str, Any]) -> dict[str, Any]:
     return base_row(
         extra["series_key"],
-        source_dir=os.path.dirname(h.path),
+        source_dir=extra["source_dir"],
         n_instances=1,
         kind="image",
         modality="OT",

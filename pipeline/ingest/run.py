@@ -36,7 +36,7 @@ from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
 from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest, stack_row
 from pipeline.labels import LabelRow, read_labels
-from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key
+from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key, scrub
 
 log = logging.getLogger(__name__)
 MANIFEST = "manifest.parquet"
@@ -181,6 +181,8 @@ def _image_extra(
     lab = labels.get(str(Path(h.path).resolve()))
     return {
         "series_key": image_key(secret, h.path),
+        # Folders such as patient00001/study1/ name the patient the label CSV gives: scrubbed like DICOM's.
+        "source_dir": scrub(os.path.dirname(h.path), [lab.patient_id] if lab else [], secret),
         "label": lab.label if lab else None,
         "label_key": label_key(secret, h.path) if lab else "",
         "patient": pseudonym(secret, lab.patient_id) if lab else "",
