@@ -108,3 +108,30 @@ def test_damaged_journal_does_not_block_the_next_run(ingest, tmp_path):
     result, again = ingest(SAMPLE / "cxr_nih1000")
     assert result.converted == 0
     assert len(again) == len(manifest)
+
+
+def test_each_conversion_is_journaled_as_it_arrives(ingest, monkeypatch):
+    """The journal is what a killed run resumes from: a conversion's rows must be in it before the next
+    conversion's result is awaited, not once all have finished."""
+    from pipeline.ingest import run
+
+    events: list[str] = []
+    gather, add = run._gather, run.Journal.add
+
+    def gather_logged(*args):
+        for result in gather(*args):
+            events.append("result")
+            yield result
+
+    def add_logged(self, rows):
+        events.append("journal")
+        add(self, rows)
+
+    monkeypatch.setattr(run, "_gather", gather_logged)
+    monkeypatch.setattr(run.Journal, "add", add_logged)
+    result, _ = ingest(SAMPLE / "dicom2nifti_testdata", SAMPLE / "cxr_nih1000")
+    assert result.converted >= 3
+    # Scan results all come first (grouping needs them all); then each conversion's result is journaled
+    # before the next one is awaited. Gathered first and journaled after, no journal write would sit
+    # between two results.
+    assert "result,journal,result" in ",".join(events), events

@@ -9,6 +9,7 @@ With ``ingest.dicomweb.url`` set, new studies are first pulled from the PACS int
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -363,7 +364,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         conv_task = progress.add_task(
             f"convert {len(work.stacks)} stacks, {len(work.images)} images", total=len(conv_futures)
         )
-        for done in [new_rows, *_gather(conv_futures, progress, conv_task)]:
+        for done in itertools.chain([new_rows], _gather(conv_futures, progress, conv_task)):
             for row in done:
                 row["_inputs"] = work.inputs.get(row["series_key"], [])
                 row.update(work.labels.get(row["series_key"], {}))
