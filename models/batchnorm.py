@@ -1,4 +1,4 @@
-"""BatchNorm running statistics estimated once, as a plain average over a set of images.
+"""BatchNorm running statistics estimated once over a set of images, with the final weights.
 
 Two stages need it. Fine-tuning: a network trained on batch statistics ends with running averages that
 lag its last weights (an exponential average over a few dozen steps of a network still moving); with a
@@ -24,8 +24,15 @@ def batchnorms(model: nn.Module) -> list[_BatchNorm]:
 
 @torch.no_grad()
 def estimate_batchnorm(model: M, images: torch.Tensor, batch_size: int, device: torch.device) -> M:
-    """``model`` itself (in eval mode, on the CPU), its BatchNorm running statistics now the average over
-    ``images``; nothing learned changes. In place: a caller that must keep the original copies it first."""
+    """``model`` itself (in eval mode, on the CPU), its BatchNorm running statistics re-estimated over
+    ``images``; nothing learned changes. In place: a caller that must keep the original copies it first.
+
+    The estimate is PyTorch's cumulative average (momentum None): each batch's mean and variance count
+    equally, as in precise BN, so the variance leaves out the spread between batch means, which is small
+    next to it at these batch sizes.
+    """
+    if len(images) < 2:
+        raise ValueError(f"BatchNorm statistics need at least 2 images, got {len(images)}")
     model = model.to(device).eval()
     norms = batchnorms(model)
     momenta = [m.momentum for m in norms]

@@ -64,7 +64,7 @@ def _norms(model: nn.Module) -> list[_BatchNorm]:
 
 
 def adabn(model: nn.Module, images: torch.Tensor, batch_size: int, device: torch.device) -> nn.Module:
-    """A copy of ``model`` whose BatchNorm running statistics are the plain average over ``images``."""
+    """A copy of ``model`` whose BatchNorm running statistics are re-estimated over ``images``."""
     _norms(model)
     return estimate_batchnorm(copy.deepcopy(model), images, batch_size, device)
 
@@ -115,6 +115,8 @@ def run_adapt(config: Config, console: Console) -> AdaptResult:
         )
     spec = input_spec(detector, tags, None)
     target = read_side(cfg.target, spec.spatial_dims, config.pretrain.slices_per_volume)
+    if len(target.rows) < 2:
+        raise AdaptError(f"{target.name}: {cfg.method} needs at least 2 target scans, found {len(target.rows)}")
     images = load_fixed(target.rows, spec.spatial_dims, spec.size, spec.volume_side)
     device = resolve(cfg.device).device
     torch.manual_seed(cfg.seed)

@@ -145,3 +145,12 @@ def test_promotion_gate_refuses_an_unadapted_challenger_for_a_shifted_site(
     _adapt(store, unadapted.model_uri, f"{adult_manifest}:nih", tmp_path / "adabn", "adabn", **{"adapt.name": "gate"})
     passed = promote("p2")
     assert passed.promoted and passed.reason.startswith("no champion yet")  # past the gate, then evaluated
+
+
+def test_batchnorm_statistics_are_not_reset_from_a_single_scan():
+    """One image has no variance: re-estimating from it would leave every BatchNorm at 0 / 1 silently."""
+    from models.batchnorm import estimate_batchnorm
+
+    encoder = build_model(load_config(None, {"pretrain.encoder": TINY_ENCODER, "pretrain.size": 28}).pretrain).encoder
+    with pytest.raises(ValueError, match="at least 2 images"):
+        estimate_batchnorm(encoder, torch.zeros(1, 1, 28, 28), 64, torch.device("cpu"))

@@ -17,12 +17,13 @@ def embed_all(
     model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 64
 ) -> np.ndarray:
     """L2-normalised embeddings of ``images`` (N, C, ...) from ``model.embed`` (an SSL method) or
-    ``model`` itself (an encoder), in eval mode."""
-    was_training = model.training
-    model.eval()
+    ``model`` itself (an encoder), in eval mode on ``device``. Encoders arrive on the CPU (loaded from the
+    registry or built): the model goes to ``device`` for the pass and back to where it was after."""
+    was_training, home = model.training, next(model.parameters()).device
+    model.to(device).eval()
     features = getattr(model, "embed", model)
     parts = [features(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    model.train(was_training)
+    model.to(home).train(was_training)
     return torch.nn.functional.normalize(torch.cat(parts), dim=1).numpy()
 
 
