@@ -52,20 +52,23 @@ def daily_config(config: Config, day: dt.date) -> Config:
     if incoming is None and not config.ingest.dicomweb.url:
         raise ConfigError("the daily batch needs schedule.incoming (a folder per date) or ingest.dicomweb.url")
     pacs = config.ingest.dicomweb.model_copy(update={"since": day, "until": day})
-    # One pseudonym key for every batch (the archive's): a key file per day would give a patient a new
-    # pseudonym each day, and name a study differently in each day's staging folder.
-    archive = config.ingest.out or part.parents[1]
-    key = resolve_key(config.ingest.secret(), archive).decode()
     ingest = config.ingest.model_copy(
         update={
             "sources": [incoming] if incoming and incoming.is_dir() else [],
             "out": part,
             "dicomweb": pacs,
-            "pseudonym_key": SecretStr(key),
+            "pseudonym_key": archive_key(config, part),
         }
     )
     score = config.score.model_copy(update={"manifest": part / MANIFEST, "out": part / "scores.csv"})
     return config.model_copy(update={"ingest": ingest, "score": score})
+
+
+def archive_key(config: Config, part: Path) -> SecretStr:
+    """The archive's pseudonym key, for every batch: a key file per day would give a patient a new pseudonym
+    each day, and a week's frozen manifest has no key file beside it to match its label CSVs with."""
+    archive = config.ingest.out or part.parents[1]
+    return SecretStr(resolve_key(config.ingest.secret(), Path(archive)).decode())
 
 
 def has_studies(config: Config) -> bool:
@@ -86,7 +89,9 @@ def weekly_manifest(config: Config, day: dt.date, console: Console) -> Path:
 def weekly_steps(config: Config, day: dt.date, console: Console) -> Steps:
     """The training stages of the week of ``day``, writing under its partition (``run-state.json`` there
     makes a re-run of the week skip what it already did)."""
-    return Steps(config, console, partition(config, WEEKLY, day))
+    part = partition(config, WEEKLY, day)
+    ingest = config.ingest.model_copy(update={"pseudonym_key": archive_key(config, part)})
+    return Steps(config.model_copy(update={"ingest": ingest}), console, part)
 
 
 def freeze(manifest: Path, dest: Path) -> Path:

@@ -21,7 +21,7 @@ import mlflow
 import pandas as pd
 import pytest
 import yaml
-from conftest import PNEUMONIA, ROOT, SAMPLE, TEST_KEY, TINY_ENCODER
+from conftest import PNEUMONIA, ROOT, SAMPLE, TINY_ENCODER
 from orthanc import dated_copy, needs_orthanc, orthanc, store
 
 pytestmark = [
@@ -90,7 +90,6 @@ def _site(where: Path, dask_scheduler: str, pacs: str) -> Path:
         "ingest": {
             "sources": [str(PNEUMONIA / "train")],
             "out": str(where / "archive"),
-            "pseudonym_key": TEST_KEY,
             "dicomweb": {"url": pacs, "timeout": 10},
         },
         "pretrain": {
