@@ -42,6 +42,13 @@ def stage_run(
         run_id=run_id, run_name=None if run_id else stage, nested=nested, tags={"medssl.stage": stage, **(tags or {})}
     ) as run:
         params = flat_params(config)
+        if run_id:
+            # MLflow refuses to change a logged param; a resumed run may differ in settings that do not
+            # change training (device, cache, monitor), so those new values are kept as tags.
+            logged = mlflow.get_run(run_id).data.params
+            changed = {f"medssl.resumed.{k}": v for k, v in params.items() if k in logged and logged[k] != v}
+            mlflow.set_tags(changed)
+            params = {k: v for k, v in params.items() if k not in logged}
         items = list(params.items())
         for i in range(0, len(items), 100):
             mlflow.log_params(dict(items[i : i + 100]))

@@ -105,7 +105,11 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(sample_manifest, tmp_p
     with pytest.raises(KeyboardInterrupt):
         stage.run_pretrain(killed, QUIET)
     monkeypatch.setattr(stage, "train_epoch", real_epoch)
-    resumed = stage.run_pretrain(killed, QUIET)
+    # A setting that does not change training may differ on resume (here: the cache's workers); MLflow
+    # refuses to change a logged param, so the new value goes to a tag.
+    resumed = stage.run_pretrain(
+        _config(manifest, tmp_path / "killed", store, method="moco", epochs=3, cache_workers=2), QUIET
+    )
 
     assert resumed.resumed_from == 1 and resumed.loss == straight.loss
     a = torch.load(straight.encoder, weights_only=False).state_dict()
@@ -113,6 +117,8 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(sample_manifest, tmp_p
     assert all(torch.equal(a[k], b[k]) for k in a)
     history = mlflow.MlflowClient().get_metric_history(resumed.run_id, "loss")
     assert [m.step for m in history] == [1, 2, 3]  # one MLflow run, continued
+    run = mlflow.get_run(resumed.run_id).data
+    assert run.params["pretrain.cache_workers"] == "1" and run.tags["medssl.resumed.pretrain.cache_workers"] == "2"
 
     again = stage.run_pretrain(killed, QUIET)
     assert again.skipped and again.model_uri == resumed.model_uri
