@@ -46,6 +46,12 @@ def _file_digest(path: Path | None) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest() if path is not None and Path(path).is_file() else ""
 
 
+def _weights(model: str) -> str:
+    """What names a model's weights: a registry URI (its versions are immutable) or a file's digest, so a
+    stage fed a file that was written again does not take the old one's outputs as its own."""
+    return model if model.startswith("models:/") else _file_digest(Path(model))
+
+
 def _key(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -136,8 +142,7 @@ class Steps:
         fine = fine.model_copy(
             update={"manifest": manifest, "encoder": encoder, "out": fine.out or self.out / "finetune"}
         )
-        weights = encoder if encoder.startswith("models:/") else _file_digest(Path(encoder))  # versions are immutable
-        inputs = (fine.model_dump(mode="json"), self._data(manifest), weights, _file_digest(fine.labels))
+        inputs = (fine.model_dump(mode="json"), self._data(manifest), _weights(encoder), _file_digest(fine.labels))
 
         def finetune() -> dict[str, Any]:
             done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console)
@@ -158,7 +163,11 @@ class Steps:
             return {"figure": run_curve(config, self.console).figure}
 
         key = _key(
-            fine.model_dump(mode="json"), cfg.model_dump(mode="json"), self._data(manifest), _file_digest(fine.labels)
+            fine.model_dump(mode="json"),
+            cfg.model_dump(mode="json"),
+            self._data(manifest),
+            _weights(encoder),
+            _file_digest(fine.labels),
         )
         return self._cached("curve", lambda: key, curve)
 
@@ -171,7 +180,8 @@ class Steps:
             done = run_evaluate(self.config.model_copy(update={"evaluate": ev}), self.console)
             return {"metrics": ev.out / "metrics.json", "auroc": done.metrics["auroc"]["value"]}
 
-        return self._cached("evaluate", lambda: _key(ev.model_dump(mode="json"), _file_digest(ev.labels)), evaluate)
+        key = _key(ev.model_dump(mode="json"), _weights(detector), _file_digest(ev.labels))
+        return self._cached("evaluate", lambda: key, evaluate)
 
     def promote(self) -> dict[str, Any]:
         """Move ``champion`` to the challenger when it wins on the evaluation set (the registry holds both)."""

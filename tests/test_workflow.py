@@ -77,3 +77,21 @@ def test_run_names_what_it_needs(tmp_path, dask_scheduler):
     bare = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"labels": None})})
     with pytest.raises(ConfigError, match=r"evaluate\.labels"):
         run_workflow(bare, QUIET)
+
+
+def test_without_tracking_a_new_detector_file_is_evaluated_again(tmp_path, dask_scheduler):
+    """With tracking off the detector is a file at a fixed path: after a finetune with other settings the
+    file holds other weights, and evaluate must see that (it keys on the file's digest, not its name)."""
+    config = _config(tmp_path, dask_scheduler)
+    config = config.model_copy(
+        update={
+            "tracking": config.tracking.model_copy(update={"enabled": False}),
+            "curve": config.curve.model_copy(update={"budgets": []}),
+        }
+    )
+    first = run_workflow(config, QUIET)
+    assert first.outcome["finetune"] == "ran" and first.outcome["evaluate"] == "ran"
+    fewer = config.model_copy(update={"finetune": config.finetune.model_copy(update={"budget": "4shot"})})
+    second = run_workflow(fewer, QUIET)
+    assert second.outcome["pretrain"].startswith("skipped") and second.outcome["finetune"] == "ran"
+    assert second.outcome["evaluate"] == "ran", second.outcome
