@@ -81,12 +81,10 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
         raise EvaluateError(f"no {cfg.name}@{CHALLENGER} in the registry: run medssl finetune first")
     champion = alias_version(cfg.name, CHAMPION, config.tracking)
     out = cfg.out or Path("promotion")
-    if champion == challenger:
-        return PromoteResult(
-            False, "the challenger is already the champion", challenger, champion, float("nan"), None, cfg.margin
-        )
     refusal = None
-    if cfg.shift is not None:
+    if champion == challenger:  # recorded like any decision, so decision.json is this run's
+        refusal = "the challenger is already the champion"
+    elif cfg.shift is not None:
         module, tags = load_model(f"models:/{cfg.name}/{challenger}", config.tracking)
         refusal = shift_gate(cfg.shift, cfg.max_shift, adapted_to(module) or tags.get("adapted_to"))
     if refusal is not None:

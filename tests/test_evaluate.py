@@ -105,6 +105,9 @@ def test_the_first_challenger_becomes_champion_and_a_worse_one_is_refused(pneumo
     register(PNEUMONIA / "train" / "labels.csv", "good")
     first = run_promote(cfg, QUIET)
     assert first.promoted and first.champion_version is None and "first" in first.reason
+    again = run_promote(cfg, QUIET)  # nothing new: refused, and decision.json says so (not the last decision)
+    assert not again.promoted and "already the champion" in again.reason
+    assert json.loads((tmp_path / "p" / "decision.json").read_text())["reason"] == again.reason
 
     flipped = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
     flipped["path"] = [str(PNEUMONIA / "train" / p) for p in flipped.path]
