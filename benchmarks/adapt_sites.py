@@ -37,7 +37,7 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from finetune_curves import dataset, union_manifest  # noqa: E402
+from finetune_curves import dataset  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.adapt import adabn, run_adapt, tent  # noqa: E402
@@ -45,6 +45,7 @@ from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.finetune.data import Budget, draw, labelled_items, split  # noqa: E402
 from pipeline.finetune.fit import fit_linear, score  # noqa: E402
 from pipeline.finetune.run import scan_auroc  # noqa: E402
+from pipeline.pretrain.rows import union_manifest  # noqa: E402
 from pipeline.pretrain.run import run_pretrain  # noqa: E402
 from pipeline.pretrain.views import load_fixed  # noqa: E402
 

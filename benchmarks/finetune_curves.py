@@ -53,6 +53,7 @@ from pipeline.finetune.data import Budget, labelled_items, split  # noqa: E402
 from pipeline.finetune.run import run_finetune  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
 from pipeline.plots import label_efficiency_png  # noqa: E402
+from pipeline.pretrain.rows import union_manifest  # noqa: E402
 from pipeline.pretrain.run import run_pretrain  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
@@ -93,20 +94,6 @@ def training_part(manifest: Path, labels: Path, config: Config, console: Console
     """The items of the pool's training part: the split ``run_finetune`` makes with the same settings."""
     items = labelled_items(manifest, labels, config.ingest.secret(), 2, 0, console)
     return split(items, config.finetune.val_fraction, config.finetune.seed)[0]
-
-
-def union_manifest(path: Path, parts: list[tuple[Path, set[str] | None]]) -> tuple[Path, int]:
-    """(path, rows) of one manifest of several manifests' rows (only the scans named, where a set is given),
-    their output paths made absolute so the rows of every folder resolve from the new one."""
-    tables = []
-    for manifest, scans in parts:
-        table = pd.read_parquet(manifest)
-        if scans is not None:
-            table = table[table.series_key.isin(scans)]
-        tables.append(table.assign(output_path=[str(manifest.parent.resolve() / p) for p in table.output_path]))
-    union = pd.concat(tables, ignore_index=True)
-    union.to_parquet(path)
-    return path, len(union)
 
 
 def pretrain_encoders(

@@ -23,9 +23,10 @@ from pipeline.atomic import write_text
 from pipeline.config import Config, ConfigError
 from pipeline.curve import run_curve
 from pipeline.evaluate.run import run_evaluate
+from pipeline.finetune.data import FinetuneDataError, labelled_items, split
 from pipeline.finetune.run import run_finetune
 from pipeline.ingest import run_ingest
-from pipeline.pretrain.rows import digest, items, read_manifest
+from pipeline.pretrain.rows import digest, items, read_manifest, union_manifest
 from pipeline.pretrain.run import run_pretrain
 from pipeline.promote import CHALLENGER, CHAMPION, run_promote
 from pipeline.tracking import alias_version, log_metrics, stage_run
@@ -120,10 +121,36 @@ class Steps:
         self.result.outputs["ingest.manifest"] = str(ingested.manifest)
         return ingested.manifest
 
+    def held_out(self, manifest: Path) -> set[str]:
+        """The scans of ``manifest`` that no encoder may see, even unlabelled: the evaluation set's (the
+        images evaluate and promote judge models on) and the validation part finetune's split keeps back
+        (what its AUROC is measured on). Label CSVs that name none of the manifest's scans hold none back."""
+        pre, fine, key = self.config.pretrain, self.config.finetune, self.config.ingest.secret()
+
+        def scans(labels: Path | None, validation_part_only: bool) -> set[str]:
+            if labels is None:
+                return set()
+            try:
+                found = labelled_items(manifest, labels, key, pre.spatial_dims, pre.slices_per_volume, self.console)
+                if validation_part_only:
+                    found = split(found, fine.val_fraction, fine.seed)[1]
+            except FinetuneDataError:  # no labelled pair of classes here: nothing of it to hold back
+                return set()
+            return {it["scan"] for it in found}
+
+        evaluation = self.config.evaluate.labels, self.config.promote.labels
+        return scans(fine.labels, True).union(*(scans(labels, False) for labels in evaluation))
+
     def pretrain(self, manifest: Path) -> str:
-        """The encoder's registry URI (or file when tracking is off); a finished run is found by its fingerprint."""
+        """The encoder's registry URI (or file when tracking is off); a finished run is found by its fingerprint.
+        It trains on the manifest's scans less the ``held_out`` ones."""
         cfg = self.config.pretrain
-        cfg = cfg.model_copy(update={"manifest": manifest, "out": cfg.out or self.out / "pretrain"})
+        out = cfg.out or self.out / "pretrain"
+        if held := self.held_out(manifest):
+            keep = set(read_manifest(manifest).series_key) - held
+            manifest, _ = union_manifest(out / "manifest-pretrain.parquet", [(manifest, keep)])
+            self.console.print(f"pretrain: {len(held)} evaluation and validation scans held out")
+        cfg = cfg.model_copy(update={"manifest": manifest, "out": out})
         if "pretrain" in self.state.force:
             (cfg.out / "pretrain.json").unlink(missing_ok=True)
             (cfg.out / "checkpoint.pt").unlink(missing_ok=True)

@@ -6,11 +6,14 @@ import json
 import os
 
 import mlflow
+import pandas as pd
 import pytest
 from conftest import PNEUMONIA, TEST_KEY, TINY_ENCODER
 from rich.console import Console
 
 from pipeline.config import ConfigError, load_config
+from pipeline.finetune.data import labelled_items, split
+from pipeline.pretrain.rows import read_manifest
 from pipeline.workflow import STAGES, run_workflow
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
@@ -54,6 +57,14 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
     }
     assert all(0 <= row["auroc_mean"] <= 1 for row in curve)
     assert (tmp_path / "out" / "curve" / "label-efficiency.png").stat().st_size > 10_000
+
+    # The encoder never saw the finetune split's validation part, even unlabelled: its AUROC is measured there.
+    manifest = tmp_path / "out" / "manifest.parquet"
+    labelled = labelled_items(manifest, PNEUMONIA / "train" / "labels.csv", TEST_KEY, 2, 0, QUIET)
+    validation = {it["scan"] for it in split(labelled, config.finetune.val_fraction, config.finetune.seed)[1]}
+    seen = set(pd.read_parquet(tmp_path / "out" / "pretrain" / "manifest-pretrain.parquet").series_key)
+    assert validation and not validation & seen
+    assert seen | validation == set(read_manifest(manifest).series_key)
 
     mlflow.set_tracking_uri(config.tracking.uri)
     runs = mlflow.search_runs(experiment_names=["medssl"], output_format="list")

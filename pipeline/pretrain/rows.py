@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
+from pipeline.atomic import atomic_path
 from pipeline.pretrain.views import KEY
 
 
@@ -105,3 +106,19 @@ def knn_split(
     if query is not None:
         return bank, [it for it in query if it["label"] is not None]
     return group_split(bank, fraction, seed)
+
+
+def union_manifest(path: Path, parts: list[tuple[Path, set[str] | None]]) -> tuple[Path, int]:
+    """(path, rows) of one manifest of several manifests' rows (only the scans named, where a set is given),
+    their output paths made absolute so the rows of every folder resolve from the new one. Written
+    atomically: a stage that finds it reads a whole one."""
+    tables = []
+    for manifest, scans in parts:
+        table = pd.read_parquet(manifest)
+        if scans is not None:
+            table = table[table.series_key.isin(scans)]
+        tables.append(table.assign(output_path=[str(manifest.parent.resolve() / p) for p in table.output_path]))
+    union = pd.concat(tables, ignore_index=True)
+    with atomic_path(path) as tmp:
+        union.to_parquet(tmp)
+    return path, len(union)
