@@ -124,6 +124,25 @@ def test_a_killed_run_resumes_to_the_uninterrupted_result(sample_manifest, tmp_p
     assert again.skipped and again.model_uri == resumed.model_uri
 
 
+def test_a_run_killed_before_publishing_publishes_its_last_epochs_figures(sample_manifest, tmp_path, monkeypatch):
+    """Killed after the last checkpoint, before the encoder was published: the resumed run has no epoch
+    left to train and must still report the loss and kNN AUROC of the run, not NaN and nothing."""
+    ingested, _ = sample_manifest
+    config = _config(ingested / "manifest.parquet", tmp_path, method="simclr", epochs=2)
+    publish = stage._publish
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(stage, "_publish", killed)
+    with pytest.raises(KeyboardInterrupt):
+        stage.run_pretrain(config, QUIET)
+    monkeypatch.setattr(stage, "_publish", publish)
+    resumed = stage.run_pretrain(config, QUIET)
+    assert resumed.resumed_from == 2 and np.isfinite(resumed.loss) and resumed.knn_auroc is not None
+    assert json.loads((tmp_path / "pretrain.json").read_text())["loss"] == resumed.loss
+
+
 def test_changed_settings_start_over_and_keep_the_old_checkpoint(sample_manifest, tmp_path):
     ingested, _ = sample_manifest
     manifest = ingested / "manifest.parquet"

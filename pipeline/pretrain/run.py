@@ -251,7 +251,10 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     tags = {"medssl.method": cfg.method, "medssl.dataset_digest": data_digest}
     if skipped and setup.is_main:
         _write_skipped(out / "skipped.csv", skipped)
-    losses, knn, speed = [float("nan")], None, 0.0
+    # A run killed after its last checkpoint but before publishing resumes with no epoch left to run: the
+    # checkpoint's figures are the ones it publishes.
+    last = state or {}
+    losses, knn, speed = [last.get("loss", float("nan"))], last.get("knn_auroc"), last.get("images_per_s", 0.0)
 
     with stage_run(tracked, "pretrain", tags=tags, run_id=run_id) as run, _progress(console, setup.is_main) as bar:
         run_id = run.info.run_id if run is not None else None
@@ -289,7 +292,16 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
             log_metrics(metrics, step=epoch + 1)
             if setup.is_main:
                 save_checkpoint(
-                    out / "checkpoint.pt", epoch + 1, model, optimiser, scaler, fingerprint=fp, run_id=run_id
+                    out / "checkpoint.pt",
+                    epoch + 1,
+                    model,
+                    optimiser,
+                    scaler,
+                    fingerprint=fp,
+                    run_id=run_id,
+                    loss=metrics["loss"],
+                    knn_auroc=knn,
+                    images_per_s=speed,
                 )
             if setup.distributed:
                 dist.barrier()
