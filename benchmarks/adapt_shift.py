@@ -30,6 +30,7 @@ from results import RESULTS, write_section
 from rich.console import Console
 from scipy.ndimage import gaussian_filter
 
+from pipeline.atomic import write_text
 from pipeline.config import load_config
 from pipeline.ingest import run_ingest
 
@@ -61,7 +62,7 @@ def export_sites(npz: Path, out: Path) -> dict[str, Path]:
         Image.fromarray(scanner_b(image, digest) if site == "B" else image).save(folders[site] / name)
         rows[site].append({"path": name, "label": int(label)})
     for site, folder in folders.items():
-        pd.DataFrame(rows[site]).to_csv(folder / "labels.csv", index=False)
+        write_text(folder / "labels.csv", pd.DataFrame(rows[site]).to_csv(index=False))  # last: "all written"
     return folders
 
 

@@ -16,6 +16,8 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from pipeline.atomic import write_text
+
 
 def export(npz: Path, out: Path, per_class: dict[str, int | None]) -> dict[str, Path]:
     """PNG files and labels.csv (``path,label``; 1 = abnormal) per split, written once; ``per_class``
@@ -36,7 +38,7 @@ def export(npz: Path, out: Path, per_class: dict[str, int | None]) -> dict[str, 
             name = f"{split}_{i:05d}.png"
             Image.fromarray(data[f"{split}_images"][i]).save(folder / name)
             rows.append({"path": name, "label": int(labels[i])})
-        pd.DataFrame(rows).to_csv(folder / "labels.csv", index=False)
+        write_text(folder / "labels.csv", pd.DataFrame(rows).to_csv(index=False))  # last: the split is whole
     return folders
 
 
