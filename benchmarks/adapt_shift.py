@@ -24,10 +24,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from adapt_sites import CONFIG, Site, direction, options, probes, render
+from adapt_sites import CONFIG, Site, both_ways, options, probes, publish, start
 from PIL import Image
-from results import RESULTS, write_section
-from rich.console import Console
 from scipy.ndimage import gaussian_filter
 
 from pipeline.atomic import write_text
@@ -68,25 +66,13 @@ def export_sites(npz: Path, out: Path) -> dict[str, Path]:
 
 def main() -> None:
     args = options(__doc__).parse_args()
-    console = Console(stderr=True)
-    out = args.work / "adapt-shift"
-    config = load_config(CONFIG, {"tracking.uri": f"sqlite:///{out}/mlflow.db"})
-    out.mkdir(parents=True, exist_ok=True)
-    sites = {}
+    console, out, config = start(args, "adapt-shift")
+    sites = []
     for name, folder in export_sites(SHARED / "pneumoniamnist" / "pneumoniamnist_trainval.npz", out / "png").items():
-        overrides = {
-            "ingest.sources": [str(folder)],
-            "ingest.out": str(out / f"pool-{name}"),
-            "tracking.enabled": False,
-        }
-        manifest = run_ingest(load_config(CONFIG, overrides), console).manifest
-        sites[name] = Site(name, manifest, folder / "labels.csv", config, out, console)
-    table = {
-        (f"site {s}", f"site {t}", budget): results
-        for s, t in (("A", "B"), ("B", "A"))
-        for budget, results in direction(sites[s], sites[t], args, config, out, console).items()
-    }
-    a, b = sites["A"], sites["B"]
+        ingest = {"ingest.sources": [str(folder)], "ingest.out": str(out / f"pool-{name}"), "tracking.enabled": False}
+        manifest = run_ingest(load_config(CONFIG, ingest), console).manifest
+        sites.append(Site(f"site-{name}", manifest, folder / "labels.csv", config, out, console))
+    a, b = sites
     header = (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. PneumoniaMNIST "
         f"train images dealt to site A ({len(a.train)} training, {len(a.val)} validation) and site B "
@@ -94,10 +80,7 @@ def main() -> None:
         f"{SCANNER_B['blur_sigma']} px, noise sd {SCANNER_B['noise_sd']}), {config.pretrain.size}x"
         f"{config.pretrain.size}; encoders: MoCo on each site's training part; {probes(args)}"
     )
-    report = render(header, table)
-    print(report)
-    if args.write_results:
-        write_section(RESULTS, "adapt-shift", report)
+    publish(header, both_ways(a, b, args, config, out, console), args, "adapt-shift")
 
 
 if __name__ == "__main__":

@@ -193,22 +193,39 @@ def options(description: str) -> argparse.ArgumentParser:
     return ap
 
 
+def start(args: argparse.Namespace, folder: str) -> tuple[Console, Path, Config]:
+    """(console, work folder, bench config with its own MLflow store) of one site benchmark."""
+    out = args.work / folder
+    out.mkdir(parents=True, exist_ok=True)
+    return Console(stderr=True), out, load_config(CONFIG, {"tracking.uri": f"sqlite:///{out}/mlflow.db"})
+
+
+def both_ways(
+    a: Site, b: Site, args: argparse.Namespace, config: Config, out: Path, console: Console
+) -> dict[tuple[str, str, str], dict[str, list[float]]]:
+    """Every arm's AUROC per seed, per (source, target, budget), a -> b then b -> a."""
+    return {
+        (source.name, target.name, budget): results
+        for source, target in ((a, b), (b, a))
+        for budget, results in direction(source, target, args, config, out, console).items()
+    }
+
+
+def publish(header: str, table: dict[tuple[str, str, str], dict], args: argparse.Namespace, section: str) -> None:
+    """Print the table and, with ``--write-results``, write it into its section of RESULTS.md."""
+    report = render(header, table)
+    print(report)
+    if args.write_results:
+        write_section(RESULTS, section, report)
+
+
 def main() -> None:
     args = options(__doc__).parse_args()
-    console = Console(stderr=True)
-    out = args.work / "adapt"
-    config = load_config(CONFIG, {"tracking.uri": f"sqlite:///{out}/mlflow.db"})
-    out.mkdir(parents=True, exist_ok=True)
-    sites = {
-        name: Site(name, *dataset(folder, args.work / "curves" / folder, console), config, out, console)
+    console, out, config = start(args, "adapt")
+    a, p = (
+        Site(name, *dataset(folder, args.work / "curves" / folder, console), config, out, console)
         for name, folder in SITES.items()
-    }
-    table = {
-        (s, t, budget): results
-        for s, t in (("adult", "pediatric"), ("pediatric", "adult"))
-        for budget, results in direction(sites[s], sites[t], args, config, out, console).items()
-    }
-    a, p = sites["adult"], sites["pediatric"]
+    )
     header = (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Common size "
         f"{config.pretrain.size}x{config.pretrain.size}; encoders: MoCo on each site's training part ({a.name}: "
@@ -216,10 +233,7 @@ def main() -> None:
         f"{len(p.train) + len(p.val)}); {probes(args)} Validation parts: {len(a.val)} adult, {len(p.val)} "
         "pediatric scans."
     )
-    report = render(header, table)
-    print(report)
-    if args.write_results:
-        write_section(RESULTS, "adapt-sites", report)
+    publish(header, both_ways(a, p, args, config, out, console), args, "adapt-sites")
 
 
 if __name__ == "__main__":
