@@ -55,6 +55,7 @@ bench: install
 	$(BIN)/python benchmarks/finetune_curves.py --dataset busi-malignant --pretrain site
 	$(BIN)/python benchmarks/finetune_curves.py --dataset cxr_nih1000 --pretrain site pooled
 	$(BIN)/python benchmarks/adapt_sites.py --budget 10%,100%
+	$(BIN)/python benchmarks/adapt_shift.py --budget 10%,100%
 	rm -rf benchmarks/work/adapt-cli && $(BIN)/python benchmarks/adapt_cli.py
 
 lock:
