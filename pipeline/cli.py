@@ -458,7 +458,8 @@ def score(
 def run_all(
     config: ConfigOpt = None,
     force: Annotated[
-        list[str] | None, typer.Option(help="Redo this stage even if its inputs are unchanged (repeatable).")
+        list[str] | None,
+        typer.Option(help="Redo this stage (pretrain to promote) though its inputs are unchanged; repeatable."),
     ] = None,
 ) -> None:
     """The whole pipeline: ingest -> pretrain -> finetune -> curve -> evaluate -> promote, one MLflow parent

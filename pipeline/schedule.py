@@ -27,6 +27,7 @@ from pipeline.pseudonym import resolve_key
 from pipeline.workflow import Steps
 
 DAILY, WEEKLY = "daily", "weekly"
+WEEKLY_STAGES = ("pretrain", "finetune", "curve", "evaluate", "promote")
 
 
 def batch(context: Mapping[str, Any]) -> tuple[Config, dt.date]:
@@ -91,7 +92,10 @@ def weekly_steps(config: Config, day: dt.date, console: Console) -> Steps:
     makes a re-run of the week skip what it already did)."""
     part = partition(config, WEEKLY, day)
     ingest = config.ingest.model_copy(update={"pseudonym_key": archive_key(config, part)})
-    return Steps(config.model_copy(update={"ingest": ingest}), console, part)
+    # Every stage under the week's folder, whatever ``out`` the config gives for a one-off ``medssl run``:
+    # a shared folder would hand one week's checkpoint and run state to another.
+    stages = {name: getattr(config, name).model_copy(update={"out": None}) for name in WEEKLY_STAGES}
+    return Steps(config.model_copy(update={"ingest": ingest, **stages}), console, part)
 
 
 def freeze(manifest: Path, dest: Path) -> Path:

@@ -85,6 +85,11 @@ class Steps:
         unknown = set(force) - set(STAGES)
         if unknown:
             raise ConfigError(f"--force: no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+        if "ingest" in force:
+            raise ConfigError(
+                "--force ingest: ingest always redoes what is new or changed; to convert everything again, "
+                "remove ingest.out (or run medssl ingest into a fresh folder)"
+            )
         if config.finetune.labels is None or config.evaluate.labels is None:
             raise ConfigError("run needs finetune.labels (training labels) and evaluate.labels (a held-out set)")
         self.config, self.console, self.out = config, console, out

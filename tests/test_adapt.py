@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 
+import mlflow
 import pytest
 import torch
 from conftest import PNEUMONIA, TINY_ENCODER, finetune_config
@@ -86,7 +87,9 @@ def test_adabn_needs_a_detector_with_batchnorm(adult_manifest, store, tmp_path):
         _adapt(store, str(tmp_path / "encoder.pt"), str(adult_manifest), tmp_path / "x", "adabn")
 
 
-def test_continued_pretraining_starts_from_the_source_encoder(source, adult_manifest, store, tmp_path):
+def test_continued_pretraining_starts_from_the_source_encoder(
+    source, pneumonia_manifest, adult_manifest, store, tmp_path
+):
     cfg = load_config(None, {"pretrain.encoder": TINY_ENCODER, "pretrain.size": 28, "pretrain.method": "moco"})
     model = build_model(cfg.pretrain)
     start_from(model, str(source.detector), cfg.tracking)  # a detector's encoder is taken
@@ -105,7 +108,21 @@ def test_continued_pretraining_starts_from_the_source_encoder(source, adult_mani
     }
     result = _adapt(store, str(source.detector), str(adult_manifest), tmp_path / "ssl", "ssl", **extra)
     encoder, tags = load_model(result.model_uri, load_config(None, {"tracking.uri": store}).tracking)
-    assert tags["init"] == str(source.detector) and tags["adapted_to"] == result.target_digest
+    assert tags["adapted_from"] == str(source.detector)
+    # adapted_to names the target as the shift report does, which is what the promotion gate compares
+    shift = {
+        "shift.reference": str(pneumonia_manifest),
+        "shift.target": str(adult_manifest),
+        "shift.out": str(tmp_path / "shift"),
+        "shift.permutations": 50,
+        "pretrain.encoder": TINY_ENCODER,
+        "pretrain.size": 28,
+        "tracking.enabled": False,
+    }
+    assert tags["adapted_to"] == run_shift(load_config(None, shift), QUIET).target_digest
+    # its own alias: the archive's encoder keeps @moco
+    adapted = mlflow.MlflowClient(store).get_model_version_by_alias("medssl-encoder", "moco-adapted")
+    assert result.model_uri == f"models:/medssl-encoder/{adapted.version}"
     assert adapted_to(encoder) == result.target_digest
     assert _changed(detector.encoder, encoder)  # it trained on from there
 

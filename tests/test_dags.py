@@ -99,6 +99,7 @@ def _site(where: Path, dask_scheduler: str, pacs: str) -> Path:
             "batch_size": 16,
             "slices_per_volume": 4,
             "monitor": {"every": 0},
+            "out": str(where / "one-off-pretrain"),  # for `medssl run`; the weekly batch keeps its own
         },
         "finetune": {"labels": str(PNEUMONIA / "train" / "labels.csv"), "budget": "16shot", "seeds": 1},
         "evaluate": {"labels": str(PNEUMONIA / "val" / "labels.csv"), "bootstrap": 50},
@@ -116,6 +117,7 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
     frozen = where / "batches" / "weekly" / DAY / "manifest.parquet"
     # The week trains on the archive as it was: the sample's 100 X-rays and the PACS's two studies, frozen.
     assert (pd.read_parquet(frozen).status == "accepted").sum() == 100 + 2
+    assert (frozen.parent / "pretrain" / "encoder.pt").is_file() and not (where / "one-off-pretrain").exists()
 
     mlflow.set_tracking_uri(f"sqlite:///{where}/mlflow.db")
     champion = mlflow.MlflowClient().get_model_version_by_alias("medssl-detector", "champion")

@@ -254,6 +254,7 @@ def test_date_range_selects_studies(pacs, tmp_path, since, until):
 
 def test_no_identifier_in_clear(pacs, tmp_path, caplog):
     staging, out = tmp_path / "staging", io.StringIO()
+    staging.mkdir(mode=0o755)  # made beforehand (a configured folder), open to all: closed by the pull
     with caplog.at_level("DEBUG"):
         _pull(pacs, staging, Console(file=out, width=200, force_terminal=True))
     names = [str(p.relative_to(staging)) for p in staging.rglob("*")]

@@ -85,6 +85,8 @@ def test_run_names_what_it_needs(tmp_path, dask_scheduler):
     config = _config(tmp_path, dask_scheduler)
     with pytest.raises(ConfigError, match="no stage train"):
         run_workflow(config, QUIET, force=["train"])
+    with pytest.raises(ConfigError, match="ingest always redoes what is new or changed"):
+        run_workflow(config, QUIET, force=["ingest"])
     bare = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"labels": None})})
     with pytest.raises(ConfigError, match=r"evaluate\.labels"):
         run_workflow(bare, QUIET)

@@ -389,7 +389,8 @@ def pull_studies(cfg: DicomwebConfig, staging: Path, key: bytes, console: Consol
         logging.getLogger(name).setLevel(logging.WARNING)
     client = _client(cfg)
     try:
-        staging.mkdir(parents=True, exist_ok=True, mode=0o700)  # it holds DICOM as the PACS has it, PHI included
+        staging.mkdir(parents=True, exist_ok=True)
+        staging.chmod(0o700)  # it holds DICOM as the PACS has it, PHI included; whoever made it, whatever umask
         _clean(staging)
     except OSError as exc:
         raise DicomwebError(f"cannot use staging folder {staging}: {exc.strerror}") from None

@@ -349,9 +349,11 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
         "input_size": str(cfg.size),
         "in_channels": "1",
     }
-    if cfg.init is not None:
-        tags.update(init=cfg.init, adapted_to=result.dataset_digest)
-    uri = log_model(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=cfg.method)
+    alias = cfg.method
+    if cfg.init is not None:  # an adapted encoder gets its own alias: @<method> stays the archive's encoder
+        tags.update(adapted_from=cfg.init, adapted_to=result.dataset_digest)
+        alias = f"{cfg.method}-adapted"
+    uri = log_model(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=alias)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
     summary.pop("skipped")
