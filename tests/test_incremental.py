@@ -64,14 +64,20 @@ def test_killed_run_leaves_whole_files_and_resumes(tmp_path):
         _cli(out), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
     )
     volumes = out / "volumes"
+
+    def visible() -> list[Path]:  # temp files of a write in progress start with a dot
+        return [p for p in volumes.glob("*.nii*") if not p.name.startswith(".")] if volumes.is_dir() else []
+
     deadline = time.monotonic() + 120
-    # Kill as soon as conversion starts writing (a temp file counts), well before the manifest.
-    while time.monotonic() < deadline and not (volumes.is_dir() and any(volumes.iterdir())):
+    # Kill once the first volume is out, with the other series still converting, well before the manifest.
+    while time.monotonic() < deadline and not visible():
         time.sleep(0.02)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert not (out / "manifest.parquet").exists(), "the run finished before it could be killed"
-    for path in (p for p in volumes.glob("*.nii*") if not p.name.startswith(".")):  # visible outputs are whole
+    written = visible()
+    assert written
+    for path in written:  # every visible output is whole
         assert np.isfinite(nib.load(path).get_fdata()).all()
 
     subprocess.run(_cli(out), env=env, check=True, capture_output=True)
