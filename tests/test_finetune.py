@@ -128,6 +128,24 @@ def test_one_class_mode_needs_only_normal_labels(ingested, encoder_uri, store, t
     assert result.mean > 0.6, result.val_auroc
 
 
+def test_one_class_mode_runs_from_a_label_csv_of_normal_scans_only(ingested, encoder_uri, store, tmp_path):
+    """When only normal scans are known: fitted on all of them, nothing to validate on here, registered,
+    and it scores new images. (How well a one-class detector ranks is the test above: it is fitted on
+    normal scans alone there too, only validated on both classes.)"""
+    table = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
+    normals = table[table.label == 0].assign(path=lambda t: [str(PNEUMONIA / "train" / p) for p in t.path])
+    normals.to_csv(tmp_path / "normals.csv", index=False)
+    normal_only = {"mode": "oneclass", "labels": str(tmp_path / "normals.csv"), "budget": "100%"}
+    cfg = finetune_config(ingested, tmp_path, store, encoder=encoder_uri, **normal_only)
+    result = run_finetune(cfg, QUIET)
+    assert result.validation_scans == 0 and np.isnan(result.mean)
+    assert result.labels_used[0] == len(normals)
+    assert result.model_uri is not None
+    val = labelled_items(ingested, PNEUMONIA / "val" / "labels.csv", TEST_KEY, 2, 0, QUIET)
+    scores = score(torch.load(result.detector, weights_only=False), load_fixed(val, 2, 28), CPU)
+    assert len(scores) == len(val) and np.isfinite(scores).all() and scores.std() > 0
+
+
 def test_splits_keep_each_group_on_one_side_and_budgets_draw_from_training_only():
     rng = np.random.default_rng(0)
     items = [{"voxels": f"scan{i}", "group": f"patient{i // 3}", "label": int(rng.random() < 0.4)} for i in range(300)]

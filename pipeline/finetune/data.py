@@ -85,8 +85,10 @@ def labelled_items(
     spatial_dims: int,
     slices_per_volume: int,
     console: Console,
+    classes: frozenset[int] = frozenset({0, 1}),
 ) -> list[dict[str, Any]]:
-    """Usable items (images, or slices of volumes) with a 0/1 label; ``voxels`` names the scan of each."""
+    """Usable items (images, or slices of volumes) with a 0/1 label; ``voxels`` names the scan of each.
+    ``classes``: the labels that must be among them (one-class scoring needs normal scans only)."""
     rows = read_manifest(manifest)
     if labels is not None:
         key = read_key(pseudonym_key, manifest.parent)
@@ -100,9 +102,10 @@ def labelled_items(
         raise FinetuneDataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
     candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
     kept, _ = screen_and_report(candidates, manifest.parent, console, "finetune")
-    classes = {it["label"] for it in kept}
-    if classes != {0, 1}:
-        raise FinetuneDataError(f"{manifest}: needs labelled normal (0) and abnormal (1) scans, has {sorted(classes)}")
+    found = {it["label"] for it in kept}
+    if not classes <= found:
+        wanted = " and ".join(("normal (0)", "abnormal (1)")[c] for c in sorted(classes))
+        raise FinetuneDataError(f"{manifest}: needs labelled {wanted} scans, has {sorted(found)}")
     return kept
 
 

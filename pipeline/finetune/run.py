@@ -140,14 +140,28 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
     budget = Budget.parse(cfg.budget)
     device = resolve(cfg.device).device
     encoder, spec = load_encoder(config, cfg.seed)
+    classes = frozenset({0}) if cfg.mode == "oneclass" else frozenset({0, 1})
     labelled = labelled_items(
-        cfg.manifest, cfg.labels, config.ingest.secret(), spec.spatial_dims, config.pretrain.slices_per_volume, console
+        cfg.manifest,
+        cfg.labels,
+        config.ingest.secret(),
+        spec.spatial_dims,
+        config.pretrain.slices_per_volume,
+        console,
+        classes,
     )
-    train, val = split(labelled, cfg.val_fraction, cfg.seed)
-    val_images = load_fixed(val, spec.spatial_dims, spec.size, spec.volume_side)
+    if {it["label"] for it in labelled} == {0}:  # one-class from normal scans alone: nothing to validate on
+        train, val = labelled, []
+        console.print(
+            "[yellow]finetune: normal labels only: fitted on all of them, not validated here (no abnormal scan); "
+            "check the detector with medssl evaluate on a labelled set[/]"
+        )
+    else:
+        train, val = split(labelled, cfg.val_fraction, cfg.seed)
+    val_images = load_fixed(val, spec.spatial_dims, spec.size, spec.volume_side) if val else None
     pool = {id(it): i for i, it in enumerate(train)}
     train_images = load_fixed(train, spec.spatial_dims, spec.size, spec.volume_side)
-    classes = (0,) if cfg.mode == "oneclass" else (0, 1)
+    drawn = (0,) if cfg.mode == "oneclass" else (0, 1)
     out = cfg.out or cfg.manifest.parent / "finetune"
     tags = {"medssl.mode": cfg.mode, "medssl.budget": cfg.budget, "medssl.dataset_digest": digest(labelled)}
     aurocs, used, first = [], [], None
@@ -156,14 +170,14 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
         task = bar.add_task(f"finetune {cfg.mode} {cfg.budget}", total=cfg.seeds)
         for repeat in range(cfg.seeds):
             seed = cfg.seed + repeat
-            chosen = draw(train, budget, seed, classes)
+            chosen = draw(train, budget, seed, drawn)
             index = torch.as_tensor([pool[id(it)] for it in chosen])
             labels = np.array([it["label"] for it in chosen])
             start = load_encoder(config, seed)[0] if cfg.encoder == "scratch" else copy.deepcopy(encoder)
             detector = _fit(start, train_images[index], labels, cfg, spec, seed, device)
-            aurocs.append(scan_auroc(val, score(detector, val_images, device)))
+            aurocs.append(scan_auroc(val, score(detector, val_images, device)) if val else float("nan"))
             used.append(len({it["voxels"] for it in chosen}))
-            log_metrics({"val_auroc": aurocs[-1], "labels_used": used[-1]}, step=repeat)
+            log_metrics({"labels_used": used[-1]} | ({"val_auroc": aurocs[-1]} if val else {}), step=repeat)
             if first is None:
                 first = detector
             bar.advance(task)
@@ -180,7 +194,8 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             val_auroc=aurocs,
             labels_used=used,
         )
-        log_metrics({"val_auroc_mean": result.mean, "val_auroc_sd": result.sd})
+        if val:
+            log_metrics({"val_auroc_mean": result.mean, "val_auroc_sd": result.sd})
         return _publish(first, result, cfg, spec)
 
 
@@ -215,8 +230,8 @@ def summary_table(result: FinetuneResult) -> Table:
         ("labelled scans", str(result.labelled)),
         ("validation scans", str(result.validation_scans)),
         ("labels used per repeat", ", ".join(map(str, result.labels_used))),
-        ("validation AUROC", ", ".join(f"{a:.3f}" for a in result.val_auroc)),
-        ("mean ± sd", f"{result.mean:.3f} ± {result.sd:.3f}"),
+        ("validation AUROC", ", ".join(f"{a:.3f}" for a in result.val_auroc) if result.validation_scans else "-"),
+        ("mean ± sd", f"{result.mean:.3f} ± {result.sd:.3f}" if result.validation_scans else "not validated"),
         ("detector", str(result.detector)),
         ("registered", result.model_uri or "-"),
     ]
