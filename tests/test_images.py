@@ -39,13 +39,14 @@ def test_grey_png_stored_as_one_channel_with_same_pixels(ingest, tmp_path):
     assert row.dtype == "uint8"
 
 
-def test_colour_jpeg_keeps_channels(ingest, tmp_path):
+@pytest.mark.parametrize("suffix", [".png", ".jpg"])
+def test_colour_image_keeps_channels(ingest, tmp_path, suffix):
     rng = np.random.default_rng(1)
-    rgb = rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)
-    Image.fromarray(rgb).save(tmp_path / "colour.png")
-    _, manifest = ingest(tmp_path / "colour.png")
+    Image.fromarray(rng.integers(0, 255, (20, 30, 3), dtype=np.uint8)).save(tmp_path / f"colour{suffix}", quality=95)
+    rgb = np.asarray(Image.open(tmp_path / f"colour{suffix}"))  # a JPEG's pixels are its decoded ones
+    _, manifest = ingest(tmp_path / f"colour{suffix}")
     (row,) = manifest.itertuples()
-    assert row.dtype == "RGB24"
+    assert row.dtype == "RGB24" and row.transfer_syntax == {".png": "PNG", ".jpg": "JPEG"}[suffix]
     raw = np.asarray(nib.load(tmp_path / "out" / row.output_path).dataobj)[:, :, 0]
     assert np.array_equal(np.stack([raw[c] for c in "RGB"], -1).transpose(1, 0, 2), rgb)
 

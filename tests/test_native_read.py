@@ -12,7 +12,7 @@ from pipeline.ingest.headers import DicomHeader, read_header
 from pipeline.ingest.pixels import _read_native
 
 FILES = [p for p in sorted(data_root().rglob("*.dcm"))[:400]] + [
-    get_testdata_file(n) for n in ("MR_small_bigendian.dcm", "MR_small_implicit.dcm", "CT_small.dcm", "rtdose.dcm")
+    get_testdata_file(n) for n in ("MR_small_bigendian.dcm", "MR_small_implicit.dcm", "CT_small.dcm")
 ]
 
 

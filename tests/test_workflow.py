@@ -55,7 +55,6 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
     assert {(row["arm"], row["budget"], row["labels"]) for row in curve} == {
         (arm, budget, n) for arm in ("ssl (linear)", "scratch (full)") for budget, n in (("4shot", 8), ("16shot", 32))
     }
-    assert all(0 <= row["auroc_mean"] <= 1 for row in curve)
     assert (tmp_path / "out" / "curve" / "label-efficiency.png").stat().st_size > 10_000
 
     # The encoder never saw the finetune split's validation part, even unlabelled: its AUROC is measured there.
