@@ -1,7 +1,8 @@
 """A real Orthanc with its DICOMweb plugin for the PACS tests: started on free 127.0.0.1 ports, stopped after.
 
 Shared by the pull tests and the daily DAG test. Orthanc answers 403 to any GET whose URL holds a UID
-listed in ``blocked.txt`` in its folder (its own Lua HTTP filter), so a failed retrieval is a real one.
+listed in ``blocked.txt`` in its folder (its own Lua HTTP filter), so a failed retrieval is a real one; a
+GET for a UID listed in ``crash.txt`` makes the server exit on the spot, as a PACS lost mid-pull.
 """
 
 from __future__ import annotations
@@ -29,6 +30,14 @@ needs_orthanc = pytest.mark.skipif(
 )
 FILTER = """
 function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  local c = io.open('{crash}', 'r')
+  if c ~= nil then
+    local crash = c:read('*a')
+    c:close()
+    for uid in string.gmatch(crash, '%S+') do
+      if method == 'GET' and string.find(uri, uid, 1, true) then os.exit(1) end
+    end
+  end
   local f = io.open('{blocked}', 'r')
   if f == nil then return true end
   local blocked = f:read('*a')
@@ -68,7 +77,8 @@ def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
     """Start Orthanc on free 127.0.0.1 ports; its own storage, no authentication, remote access refused."""
     if not PLUGIN.exists():
         pytest.fail(f"Orthanc is installed but its DICOMweb plugin is not ({PLUGIN}): apt-get install orthanc-dicomweb")
-    (tmp / "filter.lua").write_text(FILTER.replace("{blocked}", str(tmp / "blocked.txt")))
+    lua = FILTER.replace("{blocked}", str(tmp / "blocked.txt")).replace("{crash}", str(tmp / "crash.txt"))
+    (tmp / "filter.lua").write_text(lua)
     for _attempt in range(3):  # a free port can be taken between the check and Orthanc's bind
         http, dicom = free_port(), free_port()
         config = {

@@ -235,6 +235,32 @@ def test_failed_study_is_reported_and_fetched_next_time(pacs, tmp_path):
     assert (again.fetched, again.already, sum(again.failed.values())) == (1, 4, 0)
 
 
+def test_a_lost_server_leaves_the_other_studies_for_the_next_pull(tmp_path):
+    """The PACS dies while a study is being retrieved: that study and every one not yet fetched are
+    reported (CONNECTION_LOST) without waiting on each in turn, nothing partial stays, and the next pull,
+    with the server back, fetches exactly those."""
+    payloads = [p.read_bytes() for src in SOURCES for p in sorted(src.rglob("*.dcm"))]
+    studies = sorted({pydicom.dcmread(io.BytesIO(d), stop_before_pixels=True).StudyInstanceUID for d in payloads})
+    staging, out = tmp_path / "staging", io.StringIO()
+    with orthanc(tmp_path / "pacs") as root:
+        store(root, payloads)
+        (tmp_path / "pacs" / "crash.txt").write_text(studies[1] + "\n")
+        pacs = Pacs(f"{root}/dicom-web", root, tmp_path / "pacs" / "blocked.txt", {})
+        lost = _pull(pacs, staging, Console(file=out, width=200))
+    assert lost.found == len(studies) >= 3
+    assert lost.failures[pacs.key(studies[1])] == "CONNECTION_LOST"
+    assert lost.fetched + lost.failed["CONNECTION_LOST"] == len(studies) and lost.failed["CONNECTION_LOST"] >= 1
+    assert "DICOMweb server lost" in out.getvalue() and studies[1] not in out.getvalue()
+    fetched = set(_ledger(staging))
+    assert len(fetched) == lost.fetched and not fetched & set(lost.failures)
+    assert not [p for p in staging.iterdir() if p.name.startswith(PARTIAL)]
+
+    (tmp_path / "pacs" / "crash.txt").unlink()
+    with orthanc(tmp_path / "pacs") as root:  # the same storage: the server is back with its studies
+        again = _pull(Pacs(f"{root}/dicom-web", root, tmp_path / "pacs" / "blocked.txt", {}), staging)
+    assert (again.fetched, again.already, sum(again.failed.values())) == (len(lost.failures), lost.fetched, 0)
+
+
 @pytest.mark.parametrize(
     ("since", "until"),
     [
