@@ -135,11 +135,16 @@ class Steps:
         def scans(labels: Path | None, validation_part_only: bool) -> set[str]:
             if labels is None:
                 return set()
+            # An evaluation set is held out whatever classes it has; the validation part exists only where
+            # finetune can split one off (both classes).
+            classes = frozenset({0, 1}) if validation_part_only else frozenset()
             try:
-                found = labelled_items(manifest, labels, key, pre.spatial_dims, pre.slices_per_volume, self.console)
+                found = labelled_items(
+                    manifest, labels, key, pre.spatial_dims, pre.slices_per_volume, self.console, classes
+                )
                 if validation_part_only:
                     found = split(found, fine.val_fraction, fine.seed)[1]
-            except FinetuneDataError:  # no labelled pair of classes here: nothing of it to hold back
+            except FinetuneDataError:  # none of its scans in this manifest, or no validation part to keep back
                 return set()
             return {it["scan"] for it in found}
 

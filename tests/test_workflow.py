@@ -14,7 +14,8 @@ from rich.console import Console
 from pipeline.config import ConfigError, load_config
 from pipeline.finetune.data import labelled_items, split
 from pipeline.pretrain.rows import read_manifest
-from pipeline.workflow import STAGES, run_workflow
+from pipeline.pseudonym import image_key
+from pipeline.workflow import STAGES, Steps, run_workflow
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -107,3 +108,15 @@ def test_without_tracking_a_new_detector_file_is_evaluated_again(tmp_path, dask_
     second = run_workflow(fewer, QUIET)
     assert second.outcome["pretrain"].startswith("skipped") and second.outcome["finetune"] == "ran"
     assert second.outcome["evaluate"] == "ran", second.outcome
+
+
+def test_pretraining_holds_out_an_evaluation_set_of_one_class_too(pneumonia_manifest, tmp_path, dask_scheduler):
+    """A held-out set of normal scans only (say, to check false alarms) is still a set models are judged
+    on: none of its scans may reach pretraining."""
+    table = pd.read_csv(PNEUMONIA / "val" / "labels.csv")
+    normals = [str(PNEUMONIA / "val" / p) for p in table.path[table.label == 0]]
+    pd.DataFrame({"path": normals, "label": 0}).to_csv(tmp_path / "normals.csv", index=False)
+    config = _config(tmp_path, dask_scheduler)
+    evaluate = config.evaluate.model_copy(update={"labels": tmp_path / "normals.csv"})
+    held = Steps(config.model_copy(update={"evaluate": evaluate}), QUIET, tmp_path).held_out(pneumonia_manifest)
+    assert {image_key(TEST_KEY.encode(), p) for p in normals} <= held
