@@ -2,7 +2,8 @@
 
 Shared by the pull tests and the daily DAG test. Orthanc answers 403 to any GET whose URL holds a UID
 listed in ``blocked.txt`` in its folder (its own Lua HTTP filter), so a failed retrieval is a real one; a
-GET for a UID listed in ``crash.txt`` makes the server exit on the spot, as a PACS lost mid-pull.
+GET for a UID listed in ``crash.txt`` makes the server exit on the spot, as a PACS lost mid-pull; one for a
+UID in ``slow.txt`` is held for 3 seconds before it is answered, as an overloaded PACS would.
 """
 
 from __future__ import annotations
@@ -36,6 +37,17 @@ function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
     c:close()
     for uid in string.gmatch(crash, '%S+') do
       if method == 'GET' and string.find(uri, uid, 1, true) then os.exit(1) end
+    end
+  end
+  local w = io.open('{slow}', 'r')
+  if w ~= nil then
+    local slow = w:read('*a')
+    w:close()
+    for uid in string.gmatch(slow, '%S+') do
+      if method == 'GET' and string.find(uri, uid, 1, true) then
+        local t = os.time()
+        while os.time() - t < 3 do end
+      end
     end
   end
   local f = io.open('{blocked}', 'r')
@@ -77,7 +89,9 @@ def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
     """Start Orthanc on free 127.0.0.1 ports; its own storage, no authentication, remote access refused."""
     if not PLUGIN.exists():
         pytest.fail(f"Orthanc is installed but its DICOMweb plugin is not ({PLUGIN}): apt-get install orthanc-dicomweb")
-    lua = FILTER.replace("{blocked}", str(tmp / "blocked.txt")).replace("{crash}", str(tmp / "crash.txt"))
+    lua = FILTER
+    for name in ("blocked", "crash", "slow"):
+        lua = lua.replace(f"{{{name}}}", str(tmp / f"{name}.txt"))
     (tmp / "filter.lua").write_text(lua)
     for _attempt in range(3):  # a free port can be taken between the check and Orthanc's bind
         http, dicom = free_port(), free_port()

@@ -86,7 +86,7 @@ def _dated_copy() -> list[bytes]:
 
 
 def _pull(pacs: Pacs, staging: Path, console: Console | None = None, **options):
-    cfg = DicomwebConfig(url=pacs.url, timeout=10, **options)
+    cfg = DicomwebConfig(url=pacs.url, **{"timeout": 10, **options})
     return pull_studies(cfg, staging, KEY, console or Console(file=io.StringIO()))
 
 
@@ -259,6 +259,25 @@ def test_a_lost_server_leaves_the_other_studies_for_the_next_pull(tmp_path):
     with orthanc(tmp_path / "pacs") as root:  # the same storage: the server is back with its studies
         again = _pull(Pacs(f"{root}/dicom-web", root, tmp_path / "pacs" / "blocked.txt", {}), staging)
     assert (again.fetched, again.already, sum(again.failed.values())) == (len(lost.failures), lost.fetched, 0)
+
+
+def test_a_study_the_server_is_too_slow_to_send_times_out_and_is_fetched_next_time(pacs, tmp_path):
+    """A study not answered within ``timeout`` is reported TIMEOUT (its partial folder removed) and left
+    out of the ledger; the next pull fetches it. (The server holds one request at a time while it waits,
+    so a study asked for meanwhile may time out too; it is fetched next time the same way.)"""
+    staging = tmp_path / "staging"
+    slow = min(pacs.studies)
+    (pacs.blocked.parent / "slow.txt").write_text(slow + "\n")
+    try:
+        result = _pull(pacs, staging, timeout=1)
+    finally:
+        (pacs.blocked.parent / "slow.txt").unlink()
+    assert result.failures[pacs.key(slow)] == "TIMEOUT"
+    assert set(result.failed) == {"TIMEOUT"} and result.fetched + result.failed["TIMEOUT"] == len(pacs.studies)
+    assert not set(result.failures) & set(_ledger(staging))
+    assert not [p for p in staging.iterdir() if p.name.startswith(PARTIAL)]
+    again = _pull(pacs, staging)
+    assert (again.fetched, again.already, sum(again.failed.values())) == (len(result.failures), result.fetched, 0)
 
 
 @pytest.mark.parametrize(
