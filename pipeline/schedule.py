@@ -24,10 +24,10 @@ from pipeline.config import Config, ConfigError, load_config
 from pipeline.ingest import run_ingest
 from pipeline.ingest.run import MANIFEST
 from pipeline.pseudonym import resolve_key
-from pipeline.workflow import Steps
+from pipeline.workflow import STAGES, Steps
 
 DAILY, WEEKLY = "daily", "weekly"
-WEEKLY_STAGES = ("pretrain", "finetune", "curve", "evaluate", "promote")
+WEEKLY_STAGES = tuple(stage for stage in STAGES if stage != "ingest")  # ingest is the week's own task
 
 
 def batch(context: Mapping[str, Any]) -> tuple[Config, dt.date]:

@@ -23,7 +23,7 @@ from pipeline.atomic import write_text
 from pipeline.config import Config, ConfigError
 from pipeline.curve import run_curve
 from pipeline.evaluate.run import run_evaluate
-from pipeline.finetune.data import FinetuneDataError, labelled_items, split
+from pipeline.finetune.data import FinetuneDataError, labelled_items, labelled_rows, split
 from pipeline.finetune.run import run_finetune
 from pipeline.ingest import run_ingest
 from pipeline.pretrain.rows import digest, items, read_manifest, union_manifest
@@ -132,24 +132,27 @@ class Steps:
         (what its AUROC is measured on). Label CSVs that name none of the manifest's scans hold none back."""
         pre, fine, key = self.config.pretrain, self.config.finetune, self.config.ingest.secret()
 
-        def scans(labels: Path | None, validation_part_only: bool) -> set[str]:
+        def evaluation(labels: Path | None) -> set[str]:
+            """Every scan the CSV labels, whatever its classes (the manifest's rows, no file read)."""
             if labels is None:
                 return set()
-            # An evaluation set is held out whatever classes it has; the validation part exists only where
-            # finetune can split one off (both classes).
-            classes = frozenset({0, 1}) if validation_part_only else frozenset()
+            try:
+                rows = labelled_rows(manifest, labels, key, self.console)
+            except FinetuneDataError:  # none of its scans in this manifest
+                return set()
+            return set(rows.series_key[rows.label.notna()])
+
+        def validation() -> set[str]:
+            """The part finetune's split keeps back: the same items and split as ``run_finetune`` makes."""
             try:
                 found = labelled_items(
-                    manifest, labels, key, pre.spatial_dims, pre.slices_per_volume, self.console, classes
+                    manifest, fine.labels, key, pre.spatial_dims, pre.slices_per_volume, self.console
                 )
-                if validation_part_only:
-                    found = split(found, fine.val_fraction, fine.seed)[1]
-            except FinetuneDataError:  # none of its scans in this manifest, or no validation part to keep back
+                return {it["scan"] for it in split(found, fine.val_fraction, fine.seed)[1]}
+            except FinetuneDataError:  # no validation part (one class only, or no scan matched)
                 return set()
-            return {it["scan"] for it in found}
 
-        evaluation = self.config.evaluate.labels, self.config.promote.labels
-        return scans(fine.labels, True).union(*(scans(labels, False) for labels in evaluation))
+        return validation() | evaluation(self.config.evaluate.labels) | evaluation(self.config.promote.labels)
 
     def pretrain(self, manifest: Path) -> str:
         """The encoder's registry URI (or file when tracking is off); a finished run is found by its fingerprint.

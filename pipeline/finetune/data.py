@@ -78,6 +78,23 @@ def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Co
     )
 
 
+def labelled_rows(manifest: Path, labels: Path | None, pseudonym_key: str | None, console: Console) -> pd.DataFrame:
+    """The manifest's accepted rows with the label CSV's ``label`` (None where it names no label); without a
+    CSV, the labels ingest attached."""
+    rows = read_manifest(manifest)
+    if labels is not None:
+        key = read_key(pseudonym_key, manifest.parent)
+        if key is None:
+            raise FinetuneDataError(
+                f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
+                "or MEDSSL_PSEUDONYM_KEY as at ingest)"
+            )
+        return _attach_labels(rows, labels, key, console)
+    if "label" not in rows.columns or rows.label.isna().all():
+        raise FinetuneDataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
+    return rows
+
+
 def labelled_items(
     manifest: Path,
     labels: Path | None,
@@ -89,17 +106,7 @@ def labelled_items(
 ) -> list[dict[str, Any]]:
     """Usable items (images, or slices of volumes) with a 0/1 label; ``voxels`` names the scan of each.
     ``classes``: the labels that must be among them (one-class scoring needs normal scans only)."""
-    rows = read_manifest(manifest)
-    if labels is not None:
-        key = read_key(pseudonym_key, manifest.parent)
-        if key is None:
-            raise FinetuneDataError(
-                f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
-                "or MEDSSL_PSEUDONYM_KEY as at ingest)"
-            )
-        rows = _attach_labels(rows, labels, key, console)
-    elif "label" not in rows.columns or rows.label.isna().all():
-        raise FinetuneDataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
+    rows = labelled_rows(manifest, labels, pseudonym_key, console)
     candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
     kept, _ = screen_and_report(candidates, manifest.parent, console, "finetune")
     found = {it["label"] for it in kept}

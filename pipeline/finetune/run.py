@@ -161,7 +161,6 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
     val_images = load_fixed(val, spec.spatial_dims, spec.size, spec.volume_side) if val else None
     pool = {id(it): i for i, it in enumerate(train)}
     train_images = load_fixed(train, spec.spatial_dims, spec.size, spec.volume_side)
-    drawn = (0,) if cfg.mode == "oneclass" else (0, 1)
     out = cfg.out or cfg.manifest.parent / "finetune"
     tags = {"medssl.mode": cfg.mode, "medssl.budget": cfg.budget, "medssl.dataset_digest": digest(labelled)}
     aurocs, used, first = [], [], None
@@ -170,7 +169,7 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
         task = bar.add_task(f"finetune {cfg.mode} {cfg.budget}", total=cfg.seeds)
         for repeat in range(cfg.seeds):
             seed = cfg.seed + repeat
-            chosen = draw(train, budget, seed, drawn)
+            chosen = draw(train, budget, seed, tuple(sorted(classes)))
             index = torch.as_tensor([pool[id(it)] for it in chosen])
             labels = np.array([it["label"] for it in chosen])
             start = load_encoder(config, seed)[0] if cfg.encoder == "scratch" else copy.deepcopy(encoder)
