@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from itertools import takewhile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -20,12 +21,12 @@ def write_section(path: Path, name: str, body: str) -> None:
 
 
 def section_rows(path: Path, name: str) -> list[str]:
-    """The table rows of a section (``| ...`` lines below a ``|---`` line), so a run that measures part of
-    a table can keep the rows it did not measure."""
+    """The rows of a section's first table (the ``| ...`` lines right below its first ``|---`` line), so a run
+    that measures part of a table can keep the rows it did not measure; tables further down are derived."""
     start, end = f"<!-- {name}:start -->", f"<!-- {name}:end -->"
     text = path.read_text() if path.exists() else ""
     if start not in text:
         return []
     lines = text.split(start, 1)[1].split(end, 1)[0].splitlines()
     below = next((i for i, line in enumerate(lines) if line.startswith("|---")), len(lines))
-    return [line for line in lines[below + 1 :] if line.startswith("| ")]
+    return list(takewhile(lambda line: line.startswith("| "), lines[below + 1 :]))
