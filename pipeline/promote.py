@@ -10,6 +10,7 @@ written to ``decision.json`` and logged as one MLflow run, so every alias move c
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -93,13 +94,20 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
         challenger_auroc = _auroc(config, cfg.name, challenger, out, console)
         champion_auroc = None if champion is None else _auroc(config, cfg.name, champion, out, console)
         promoted, reason = decide(challenger_auroc, champion_auroc, cfg.margin)
+        # The registry has no compare-and-set: at least do not overwrite a champion that another promote put
+        # in place while these two were evaluated, since this challenger was never compared with it.
+        if promoted and (now := alias_version(cfg.name, CHAMPION, config.tracking)) != champion:
+            promoted, reason = False, f"the champion moved to version {now} during this evaluation: promote again"
     result = PromoteResult(promoted, reason, challenger, champion, challenger_auroc, champion_auroc, cfg.margin)
     tags = {"medssl.decision": "promoted" if promoted else "refused", "medssl.challenger_version": challenger}
     tags["medssl.reason"] = reason
     with stage_run(config, "promote", tags=tags):
+        # The record first: a run killed before the alias moves decides the same again; one killed after it
+        # would otherwise leave a champion without the reason, and its rerun would find nothing to decide.
+        record = {k: None if isinstance(v, float) and math.isnan(v) else v for k, v in asdict(result).items()}
+        write_text(out / "decision.json", json.dumps(record, indent=2))  # strict JSON: no bare NaN
         if promoted:
             set_alias(cfg.name, CHAMPION, challenger, config.tracking)
-        write_text(out / "decision.json", json.dumps(asdict(result), indent=2))
         log_metrics({"promoted": float(promoted)})
         if refusal is None:
             log_metrics({"challenger_auroc": challenger_auroc})

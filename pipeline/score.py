@@ -67,13 +67,15 @@ def run_score(config: Config, console: Console) -> ScoreResult:
     if cfg.manifest is None:
         raise EvaluateError("score needs the manifest of the ingested series (--manifest)")
     name, version, ref = pin(cfg.model, config)
-    model, tags = load_model(ref, config.tracking)
     try:
+        model, tags = load_model(ref, config.tracking)
         spec = input_spec(model, tags, None)
-    except FinetuneDataError as exc:
+    except (FileNotFoundError, FinetuneDataError) as exc:
         raise EvaluateError(str(exc)) from None
     out = cfg.out or cfg.manifest.parent / "scores.csv"
-    previous = pd.read_csv(out, dtype={"version": str}) if out.is_file() else pd.DataFrame(columns=COLUMNS)
+    previous = (
+        pd.read_csv(out, dtype={"version": str, "series_key": str}) if out.is_file() else pd.DataFrame(columns=COLUMNS)
+    )
     done = set(previous.series_key[(previous.model == name) & (previous.version == version)])
     accepted = read_manifest(cfg.manifest)
     todo = accepted[~accepted.series_key.isin(done)].reset_index(drop=True)

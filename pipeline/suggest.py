@@ -110,7 +110,10 @@ def run_suggest(config: Config, console: Console) -> SuggestResult:
     embeddings = scan_embeddings(encoder, rows, spec, device)
     doubt = None
     if cfg.detector is not None:
-        detector, _ = load_model(cfg.detector, config.tracking)
+        try:
+            detector, _ = load_model(cfg.detector, config.tracking)
+        except FileNotFoundError as exc:
+            raise FinetuneDataError(str(exc)) from None
         if not isinstance(detector, Classifier):
             raise FinetuneDataError("suggest --detector needs a linear or full detector (a one-class one has no doubt)")
         first = {it["scan"]: it for it in rows}

@@ -169,9 +169,20 @@ def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
             raise FileNotFoundError(f"model not found: {ref} (give models:/..., runs:/... or a .pt path)")
         return torch.load(ref, map_location="cpu", weights_only=False), {}
     import mlflow
+    from mlflow.exceptions import MlflowException
 
-    uri = ref
     mlflow.set_tracking_uri(tracking_uri(cfg))
+    try:
+        return _load_registered(mlflow, ref)
+    except MlflowException as exc:
+        # No such model, version or alias (a missing alias is an invalid parameter to MLflow): the user's to
+        # fix, so the caller's one-line error. Anything else (the server down) stays an exception.
+        if exc.error_code not in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            raise
+        raise FileNotFoundError(f"model not found: {ref} ({exc.message.splitlines()[0]})") from None
+
+
+def _load_registered(mlflow: Any, uri: str) -> tuple[Any, dict[str, str]]:
     flavors = mlflow.models.get_model_info(uri).flavors
     if "pytorch" in flavors:
         module = mlflow.pytorch.load_model(uri)
@@ -191,15 +202,22 @@ def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
 
 
 def alias_version(name: str, alias: str, cfg: TrackingConfig) -> str | None:
-    """The version of registered model ``name`` that ``alias`` points at, or None (no model, no alias)."""
+    """The version of registered model ``name`` that ``alias`` points at, or None (no model, no alias).
+
+    Only an absent model or alias is None: promote reads None as "no champion yet", so a registry that
+    fails to answer must raise rather than look empty."""
     import mlflow
     from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     try:
-        return str(mlflow.MlflowClient().get_model_version_by_alias(name, alias).version)
-    except MlflowException:
-        return None
+        model = mlflow.MlflowClient().get_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+    version = model.aliases.get(alias)
+    return None if version is None else str(version)
 
 
 def set_alias(name: str, alias: str, version: str, cfg: TrackingConfig) -> None:

@@ -62,3 +62,15 @@ def test_ingest_prints_summary_and_reruns_cheaply(tmp_path, dask_scheduler):
     assert "accepted" in first.stderr and "24" in first.stderr and "files/s" in first.stderr
     second = run(*args)
     assert "Nothing new to convert: all 24 series/images are up to date." in second.stderr, second.stderr
+
+
+@pytest.mark.parametrize("model", ["models:/nope-detector@champion", "models:/nope-detector/3"])
+def test_a_model_the_registry_lacks_is_one_clear_line(model, tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\nx.png,0\n")
+    env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY, "COLUMNS": "200"}
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path}/mlflow.db"
+    args = ["evaluate", "--model", model, "--labels", str(labels), "--out", str(tmp_path / "e"), "--no-tracking"]
+    proc = subprocess.run([MEDSSL, *args], capture_output=True, text=True, env=env)
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith(("error", "Traceback"))]  # MLflow's INFO aside
+    assert proc.returncode == 2 and len(errors) == 1 and f"model not found: {model}" in errors[0], proc.stderr

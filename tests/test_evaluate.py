@@ -12,13 +12,17 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import PNEUMONIA, SAMPLE, TEST_KEY, finetune_config
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from rich.console import Console
 
+from pipeline import promote
 from pipeline.config import load_config
 from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
 from pipeline.evaluate.run import EvaluateError, run_evaluate
 from pipeline.finetune.run import run_finetune
 from pipeline.promote import decide, run_promote
+from pipeline.tracking import alias_version
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 VAL = PNEUMONIA / "val" / "labels.csv"
@@ -87,27 +91,37 @@ def test_metrics_on_a_known_ranking():
         bootstrap(np.zeros(4), np.arange(4.0))
 
 
+def _register(manifest: Path, store: str, out: Path, name: str, labels: Path = PNEUMONIA / "train" / "labels.csv"):
+    """A 16-shot linear probe registered as ``<name>-detector@challenger``."""
+    cfg = finetune_config(manifest, out, store, labels=str(labels), seeds=1, budget="16shot", name=name)
+    return run_finetune(cfg, QUIET)
+
+
+def _promote_config(store: str, name: str, out: Path):
+    promote = {"promote.name": name, "promote.labels": str(VAL), "promote.out": str(out / "p")}
+    return _evaluate_config(store, "unused", VAL, out, **promote)
+
+
+def _decision(out: Path) -> dict:
+    """decision.json, read as strict JSON (a bare NaN is not JSON to most readers)."""
+    return json.loads((out / "p" / "decision.json").read_text(), parse_constant=lambda c: pytest.fail(c))
+
+
 def test_the_first_challenger_becomes_champion_and_a_worse_one_is_refused(pneumonia_manifest, store, tmp_path):
     name = "gate-detector"
-    promote = {"promote.name": name, "promote.labels": str(VAL), "promote.out": str(tmp_path / "p")}
-    cfg = _evaluate_config(store, "unused", VAL, tmp_path, **promote)
+    cfg = _promote_config(store, name, tmp_path)
     with pytest.raises(EvaluateError, match="no gate-detector@challenger"):
         run_promote(cfg, QUIET)
 
     def register(labels: Path, tag: str) -> None:
-        run_finetune(
-            finetune_config(
-                pneumonia_manifest, tmp_path / tag, store, labels=str(labels), seeds=1, budget="16shot", name="gate"
-            ),
-            QUIET,
-        )
+        _register(pneumonia_manifest, store, tmp_path / tag, "gate", labels)
 
     register(PNEUMONIA / "train" / "labels.csv", "good")
     first = run_promote(cfg, QUIET)
     assert first.promoted and first.champion_version is None and "first" in first.reason
     again = run_promote(cfg, QUIET)  # nothing new: refused, and decision.json says so (not the last decision)
     assert not again.promoted and "already the champion" in again.reason
-    assert json.loads((tmp_path / "p" / "decision.json").read_text())["reason"] == again.reason
+    assert _decision(tmp_path)["reason"] == again.reason
 
     flipped = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
     flipped["path"] = [str(PNEUMONIA / "train" / p) for p in flipped.path]
@@ -118,8 +132,61 @@ def test_the_first_challenger_becomes_champion_and_a_worse_one_is_refused(pneumo
     assert not second.promoted and second.challenger_auroc < second.champion_auroc
     client = mlflow.MlflowClient()
     assert str(client.get_model_version_by_alias(name, "champion").version) == first.challenger_version
-    decision = json.loads((tmp_path / "p" / "decision.json").read_text())
+    decision = _decision(tmp_path)
     assert decision["promoted"] is False and decision["challenger_version"] == second.challenger_version
+
+
+def test_only_an_absent_alias_reads_as_no_champion(pneumonia_manifest, store, tmp_path, monkeypatch):
+    """promote takes None for "no champion yet" and promotes unseen: a registry that does not answer must raise."""
+    tracking = _promote_config(store, "absent-detector", tmp_path).tracking
+    assert alias_version("never-registered", "champion", tracking) is None
+    _register(pneumonia_manifest, store, tmp_path / "good", "absent")
+    assert alias_version("absent-detector", "champion", tracking) is None
+    assert alias_version("absent-detector", "challenger", tracking) == "1"
+
+    def busy(self, *args):
+        raise MlflowException("registry busy", error_code=TEMPORARILY_UNAVAILABLE)
+
+    for method in ("get_registered_model", "get_model_version_by_alias"):
+        monkeypatch.setattr(mlflow.MlflowClient, method, busy)
+    with pytest.raises(MlflowException, match="registry busy"):
+        alias_version("absent-detector", "champion", tracking)
+
+
+def test_a_promote_killed_after_its_decision_decides_the_same_again(pneumonia_manifest, store, tmp_path, monkeypatch):
+    _register(pneumonia_manifest, store, tmp_path / "good", "killed")
+    cfg = _promote_config(store, "killed-detector", tmp_path)
+
+    def killed(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(promote, "set_alias", killed)
+    with pytest.raises(KeyboardInterrupt):
+        run_promote(cfg, QUIET)
+    monkeypatch.undo()
+    assert _decision(tmp_path)["promoted"] is True  # written before the alias move, which did not happen
+    assert run_promote(cfg, QUIET).promoted
+    assert _decision(tmp_path)["promoted"] is True and _decision(tmp_path)["champion_version"] is None
+
+
+def test_a_champion_moved_during_the_evaluation_is_not_overwritten(pneumonia_manifest, store, tmp_path, monkeypatch):
+    name = "raced-detector"
+    first = _register(pneumonia_manifest, store, tmp_path / "v1", "raced")
+    cfg = _promote_config(store, name, tmp_path)
+    run_promote(cfg, QUIET)
+    for tag in ("v2", "v3"):
+        _register(pneumonia_manifest, store, tmp_path / tag, "raced")  # v3 ends up as the challenger
+    client = mlflow.MlflowClient()
+    evaluate = promote._auroc
+
+    def and_another_promote_moves_the_champion(config, name_, version, out, console):
+        client.set_registered_model_alias(name, "champion", "2")
+        return evaluate(config, name_, version, out, console) + (1.0 if version == "3" else 0.0)
+
+    monkeypatch.setattr(promote, "_auroc", and_another_promote_moves_the_champion)
+    result = run_promote(cfg, QUIET)
+    assert first.model_uri and not result.promoted and "moved to version 2" in result.reason
+    assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
 
 
 def test_the_margin_is_part_of_the_rule():

@@ -55,7 +55,32 @@ def test_the_champion_scores_each_series_once_per_version(pneumonia_manifest, tm
     assert len(pd.read_csv(out)) == 2 * 159
 
 
-def test_an_unknown_alias_is_a_clear_error(pneumonia_manifest, tmp_path):
+def test_an_unknown_alias_or_version_is_a_clear_error(pneumonia_manifest, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     with pytest.raises(EvaluateError, match="no such registered model or alias"):
         _score(store, pneumonia_manifest, tmp_path / "s.csv", "models:/nothing@champion")
+    with pytest.raises(EvaluateError, match="model not found: models:/nothing/3"):
+        _score(store, pneumonia_manifest, tmp_path / "s.csv", "models:/nothing/3")
+
+
+def test_series_keys_that_look_like_numbers_are_kept_as_written(pneumonia_manifest, tmp_path):
+    """A day whose keys all parse as numbers (a one-series day: about one in a thousand) must not be read
+    back as numbers, which drops a leading zero or turns 1e5-like keys into floats, and so scores it again."""
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    ingested = tmp_path / "ingested"
+    shutil.copytree(pneumonia_manifest.parent, ingested)
+    rows = pd.read_parquet(ingested / "manifest.parquet")
+    day = rows[rows.status == "accepted"].head(2).assign(series_key=["0123456789012345", "1234567e89012345"])
+    day.to_parquet(ingested / "day.parquet")
+    first = run_finetune(finetune_config(ingested / "manifest.parquet", tmp_path / "ft", store, seeds=1), QUIET)
+    set_alias(
+        "medssl-detector",
+        "champion",
+        first.model_uri.rsplit("/", 1)[1],
+        load_config(None, {"tracking.uri": store}).tracking,
+    )
+    out = tmp_path / "scores.csv"
+    assert _score(store, ingested / "day.parquet", out).scored == 2
+    again = _score(store, ingested / "day.parquet", out)
+    assert (again.scored, again.already_scored) == (0, 2)
+    assert sorted(pd.read_csv(out, dtype=str).series_key) == ["0123456789012345", "1234567e89012345"]
