@@ -91,6 +91,17 @@ def test_metrics_on_a_known_ranking():
         bootstrap(np.zeros(4), np.arange(4.0))
 
 
+def test_sensitivity_at_a_specificity_reached_inside_a_run_of_ties():
+    """Ten clear abnormal scans, then ten steps each holding one normal and one abnormal scan on one score:
+    the curve runs straight through (0.05, 0.55), (0.1, 0.6), ... and 90 % specificity is reached at 0.6."""
+    clear = [(1, 100.0 - i) for i in range(10)]
+    tied = [(label, 50.0 - i) for i in range(10) for label in (0, 1)]
+    rest = [(0, float(-i)) for i in range(10)]
+    labels, scores = (np.array(v) for v in zip(*(clear + tied + rest), strict=True))
+    assert sensitivity_at(labels, scores, 0.90) == pytest.approx(0.6)
+    assert sensitivity_at(labels, scores, 0.95) == pytest.approx(0.55)
+
+
 def _register(manifest: Path, store: str, out: Path, name: str, labels: Path = PNEUMONIA / "train" / "labels.csv"):
     """A 16-shot linear probe registered as ``<name>-detector@challenger``."""
     cfg = finetune_config(manifest, out, store, labels=str(labels), seeds=1, budget="16shot", name=name)

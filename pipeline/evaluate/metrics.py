@@ -15,8 +15,11 @@ SPECIFICITIES = (0.90, 0.95)
 
 
 def sensitivity_at(labels: np.ndarray, scores: np.ndarray, specificity: float) -> float:
-    """The highest sensitivity among thresholds whose specificity is at least ``specificity``."""
-    fpr, tpr, _ = roc_curve(labels, scores)
+    """The highest sensitivity among thresholds whose specificity is at least ``specificity``.
+
+    Every threshold counts: roc_curve's default drops points on straight runs of the curve (tied scores of
+    both classes), and the one the specificity needs can be among them."""
+    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
     allowed = fpr <= 1 - specificity + 1e-12
     return float(tpr[allowed].max())
 
