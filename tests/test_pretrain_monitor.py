@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 from conftest import SAMPLE
 from PIL import Image
+from rich.console import Console
 
 from models.encoders import build_encoder
+from pipeline.config import load_config
+from pipeline.finetune.data import FinetuneDataError, split
 from pipeline.pretrain.monitor import embed_all, knn_auroc
+from pipeline.pretrain.run import knn_monitor
 
 
 def _features(labels: np.ndarray, noise: float, seed: int) -> np.ndarray:
@@ -61,3 +67,14 @@ def test_runs_on_real_chest_xrays_with_a_frozen_encoder():
     assert model.training  # its mode is given back
     y = labels.label.to_numpy()
     assert knn_auroc(emb, y, emb, y, k=1) == 1.0  # each query's nearest neighbour is itself
+
+
+def test_too_few_labelled_images_switch_the_monitor_off_and_refuse_a_finetune_split():
+    """Two scans per class cannot fill three stratified folds: the monitor goes off (pretraining goes on) and
+    finetune says to label more, where scikit-learn's fold check used to end the run."""
+    rows = [{"label": label, "group": f"g{i}", "voxels": f"v{i}"} for i, label in enumerate([0, 0, 1, 1])]
+    out = io.StringIO()
+    assert knn_monitor(load_config(None).pretrain, rows, Console(file=out)) is None
+    assert "kNN monitor off" in out.getvalue()
+    with pytest.raises(FinetuneDataError, match="label more"):
+        split(rows, 0.3, 0)

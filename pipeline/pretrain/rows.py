@@ -89,11 +89,14 @@ def group_split(
     rows: list[dict[str, Any]], fraction: float, seed: int
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(kept, held out) labelled rows: about ``fraction`` held out, stratified by label, and a ``group``
-    (patient, near-duplicate group, the slices of one scan) never on both sides."""
+    (patient, near-duplicate group, the slices of one scan) never on both sides. Too few rows of a class, or
+    too few groups, for that many folds: nothing is held out, and the caller says what it needed."""
     labels = np.array([it["label"] for it in rows])
-    if len(set(labels.tolist())) < 2:
+    n_splits = max(2, round(1 / fraction))
+    counts = np.unique(labels, return_counts=True)[1]
+    if len(counts) < 2 or counts.min() < n_splits or len({it["group"] for it in rows}) < n_splits:
         return rows, []
-    folds = StratifiedGroupKFold(n_splits=max(2, round(1 / fraction)), shuffle=True, random_state=seed)
+    folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     keep, held = next(folds.split(np.zeros(len(rows)), labels, [it["group"] for it in rows]))
     return [rows[i] for i in keep], [rows[i] for i in held]
 
