@@ -7,7 +7,19 @@ import pytest
 import torch
 from monai.data import ThreadDataLoader
 
-from pipeline.pretrain.views import INDEX, KEY, VIEWS, LoadVolumed, RandViewd, ViewPairs, centred, dataset, views
+from pipeline.pretrain.views import (
+    INDEX,
+    KEY,
+    VIEWS,
+    LoadVolumed,
+    RandViewd,
+    ViewPairs,
+    centred,
+    context,
+    dataset,
+    deterministic,
+    views,
+)
 
 
 def _rows(out, manifest, kind):
@@ -119,3 +131,15 @@ def test_blur_smooths_the_chosen_images_only(spatial_dims):
     assert torch.allclose(out[~torch.as_tensor(chosen)], x[~torch.as_tensor(chosen)], atol=1e-5)
     assert all(float(out[i].std()) < 0.8 * float(x[i].std()) for i in (0, 2))  # white noise loses variance
     assert torch.allclose(out.mean(dim=(1, 2, 3)), x.mean(dim=(1, 2, 3)), atol=0.02)  # and keeps its level
+
+
+def test_a_thin_volume_keeps_its_voxels_at_the_volume_scale():
+    """Two 512 x 512 slices at a longest side of 128: a 128 x 128 x 1 slab padded to the patch context, not a
+    side rounded to zero and a volume of padding alone."""
+    rng = np.random.default_rng(0)
+    volume = (rng.random((1, 512, 512, 2)) * 100).astype(np.float32)
+    out = deterministic(3, 32)({"image": volume, "modality": "MR"})["image"]
+    assert tuple(out.shape) == (1, 128, 128, context(32))
+    slab = np.asarray(out)[0].reshape(128 * 128, -1)
+    filled = slab.max(axis=0) > 0
+    assert filled.sum() == 1 and slab[:, filled].mean() > 0.3  # the two slices, averaged; then padding

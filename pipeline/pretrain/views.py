@@ -21,6 +21,7 @@ from monai.transforms import (
     MapTransform,
     Randomizable,
     RandSpatialCropd,
+    Resize,
     Resized,
     SelectItemsd,
     SpatialPadd,
@@ -60,6 +61,23 @@ class LoadVolumed(MapTransform):
         return d
 
 
+class ResizeLongestd(MapTransform):
+    """Scales ``d['image']`` (C, *spatial) so its longest side is ``side``, in proportion, with no side below
+    one voxel: MONAI's ``size_mode="longest"`` rounds a thin side (two slices of 512 x 512 at 128) to zero,
+    and the padding after it turned such a volume into zeros alone."""
+
+    def __init__(self, side: int, keys: Sequence[Hashable] = (KEY,)) -> None:
+        super().__init__(keys)
+        self.side = side
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            shape = d[key].shape[1:]
+            d[key] = Resize([max(1, round(s * self.side / max(shape))) for s in shape])(d[key])
+        return d
+
+
 def context(size: int) -> int:
     """3D: side of the patch cut in the loader, from which each view then crops ``size``; the margin lets
     two views of one patch differ in position as well as in intensity."""
@@ -75,7 +93,7 @@ def deterministic(spatial_dims: int, size: int, volume_side: int = 128) -> Compo
     return Compose(
         [
             LoadVolumed(),
-            Resized(KEY, volume_side, size_mode="longest"),
+            ResizeLongestd(volume_side),
             SpatialPadd(KEY, (context(size),) * 3),
             keep,  # row metadata holds None values, which do not batch
         ]
