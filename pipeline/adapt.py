@@ -37,7 +37,7 @@ from pipeline.pretrain.run import run_pretrain
 from pipeline.pretrain.views import load_fixed
 from pipeline.report import report_table
 from pipeline.shift import parse_side, read_side
-from pipeline.tracking import load_model, log_metrics, log_scorer, stage_run
+from pipeline.tracking import load_model, log_metrics, log_scorer, pin_model, stage_run
 
 
 class AdaptError(ValueError):
@@ -106,7 +106,8 @@ def run_adapt(config: Config, console: Console) -> AdaptResult:
     if cfg.method == "ssl":
         return _continue_pretraining(config, console)
     try:
-        detector, tags = load_model(cfg.model, config.tracking)
+        source = pin_model(cfg.model, config.tracking)[2]  # the lineage names the version, not a moving alias
+        detector, tags = load_model(source, config.tracking)
     except FileNotFoundError as exc:
         raise AdaptError(str(exc)) from None
     if not isinstance(detector, Classifier):
@@ -134,7 +135,7 @@ def run_adapt(config: Config, console: Console) -> AdaptResult:
         torch.save(adapted, tmp)
     registry_tags = {
         "adaptation": cfg.method,
-        "adapted_from": cfg.model,
+        "adapted_from": source,
         "adapted_to": target_digest,
         "spatial_dims": str(spec.spatial_dims),
         "input_size": str(spec.size),

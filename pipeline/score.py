@@ -10,7 +10,6 @@ if the alias moves meanwhile. Rows hold the manifest's keyed ``series_key``, nev
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from pipeline.finetune.data import FinetuneDataError
 from pipeline.finetune.run import input_spec
 from pipeline.pretrain.rows import read_manifest
 from pipeline.report import report_table
-from pipeline.tracking import alias_version, load_model, log_artifact, log_metrics, stage_run
+from pipeline.tracking import load_model, log_artifact, log_metrics, pin_model, stage_run
 
 COLUMNS = ["series_key", "score", "decision", "threshold", "model", "version", "scored_at"]
 
@@ -43,31 +42,13 @@ class ScoreResult:
     threshold: float
 
 
-def pin(ref: str, config: Config) -> tuple[str, str, str]:
-    """(model name, version, a reference to exactly that version): an alias is resolved to its number now;
-    a file is named by its content digest."""
-    if not ref.startswith("models:/"):
-        path = Path(ref)
-        if not path.is_file():
-            raise EvaluateError(f"model not found: {ref}")
-        return path.name, hashlib.sha256(path.read_bytes()).hexdigest()[:12], ref
-    name, _, alias = ref.removeprefix("models:/").partition("@")
-    if not alias:
-        name, _, version = name.partition("/")
-        return name, version, ref
-    version = alias_version(name, alias, config.tracking)
-    if version is None:
-        raise EvaluateError(f"{ref}: no such registered model or alias (run medssl promote to name a champion)")
-    return name, version, f"models:/{name}/{version}"
-
-
 def run_score(config: Config, console: Console) -> ScoreResult:
     """Score the manifest's accepted series not yet scored by this model version; append them to the table."""
     cfg = config.score
     if cfg.manifest is None:
         raise EvaluateError("score needs the manifest of the ingested series (--manifest)")
-    name, version, ref = pin(cfg.model, config)
     try:
+        name, version, ref = pin_model(cfg.model, config.tracking)
         model, tags = load_model(ref, config.tracking)
         spec = input_spec(model, tags, None)
     except (FileNotFoundError, FinetuneDataError) as exc:

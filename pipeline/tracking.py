@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import os
 import sys
@@ -156,6 +157,38 @@ def log_scorer(detector: Path, name: str, register: bool, tags: dict[str, str], 
         tags=tags,
     )
     return _register(mlflow, info, name, register, tags, alias)
+
+
+def pin_model(ref: str, cfg: TrackingConfig) -> tuple[str, str, str]:
+    """(model name, version, a reference to exactly that version): an alias or ``latest`` is resolved to its
+    number now, a file is named by its content digest, a ``runs:/`` URI is one already. What a run reads
+    from a moving reference is then the version it recorded, and a later run of the same reference can tell
+    that it now means another model."""
+    if ":/" not in ref:
+        path = Path(ref)
+        if not path.is_file():
+            raise FileNotFoundError(f"model not found: {ref} (give models:/..., runs:/... or a .pt path)")
+        return path.name, hashlib.sha256(path.read_bytes()).hexdigest()[:12], ref
+    if not ref.startswith("models:/"):
+        return ref, "", ref
+    name, _, alias = ref.removeprefix("models:/").partition("@")
+    if not alias:
+        name, _, version = name.partition("/")
+        if version != "latest":
+            return name, version, ref
+        alias = version
+    version = alias_version(name, alias, cfg) if alias != "latest" else _latest_version(name, cfg)
+    if version is None:
+        raise FileNotFoundError(f"model not found: {ref} (no such registered model or alias)")
+    return name, version, f"models:/{name}/{version}"
+
+
+def _latest_version(name: str, cfg: TrackingConfig) -> str | None:
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(cfg))
+    versions = [int(v.version) for v in mlflow.MlflowClient().search_model_versions(f"name = '{name}'")]
+    return str(max(versions)) if versions else None
 
 
 def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:

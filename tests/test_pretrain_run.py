@@ -221,3 +221,28 @@ def test_a_manifest_with_no_usable_file_names_the_reasons(sample_manifest, tmp_p
     shutil.copytree(ingested, copy, ignore=shutil.ignore_patterns("pretrain*", "mlruns", "volumes"))
     with pytest.raises(PretrainDataError, match=r"no usable images or volumes .*'MISSING_FILE': \d+"):
         stage.run_pretrain(_config(copy / "manifest.parquet", tmp_path / "out"), QUIET)
+
+
+def test_a_run_from_an_alias_trains_again_once_the_alias_moves(sample_manifest, tmp_path):
+    """Continued pretraining from ``models:/…@alias`` is keyed on the version the alias named, not its text:
+    the same reference to a new version is another run, and the lineage names the version it started from."""
+    ingested, _ = sample_manifest
+    store = f"sqlite:///{tmp_path}/mlflow.db"
+    manifest = ingested / "manifest.parquet"
+    plain = {"epochs": 1, "monitor": {"every": 0}}
+    for version in ("v1", "v2"):  # two versions of the source encoder; @simclr ends on the second
+        stage.run_pretrain(_config(manifest, tmp_path / version, store, name="source", **plain), QUIET)
+    client = mlflow.MlflowClient()
+    client.set_registered_model_alias("source-encoder", "simclr", "1")
+    cfg = _config(manifest, tmp_path / "continued", store, init="models:/source-encoder@simclr", **plain)
+    first = stage.run_pretrain(cfg, QUIET)
+    assert not first.skipped and stage.run_pretrain(cfg, QUIET).skipped  # same version: nothing to redo
+    assert client.get_model_version_by_alias("medssl-encoder", "simclr-adapted").tags["adapted_from"] == (
+        "models:/source-encoder/1"
+    )
+    client.set_registered_model_alias("source-encoder", "simclr", "2")
+    again = stage.run_pretrain(cfg, QUIET)
+    assert not again.skipped
+    assert client.get_model_version_by_alias("medssl-encoder", "simclr-adapted").tags["adapted_from"] == (
+        "models:/source-encoder/2"
+    )

@@ -41,7 +41,15 @@ from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, 
 from pipeline.pretrain.screen import SkippedFile, reason_counts, screen_and_report
 from pipeline.pretrain.views import KEY, ViewPairs, centred, dataset, load_fixed, views
 from pipeline.report import report_table
-from pipeline.tracking import load_model, log_artifact, log_metrics, log_model, log_table_input, stage_run
+from pipeline.tracking import (
+    load_model,
+    log_artifact,
+    log_metrics,
+    log_model,
+    log_table_input,
+    pin_model,
+    stage_run,
+)
 
 # Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
 _TRAINING_KEYS = ("method", "spatial_dims", "size", "volume_side", "slices_per_volume", "epochs", "batch_size")
@@ -214,7 +222,15 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
         raise PretrainDataError(f"{cfg.manifest}: no usable {wanted} for spatial_dims={cfg.spatial_dims}{unusable}")
     data_digest = digest(train)
     out = cfg.out or cfg.manifest.parent / "pretrain"
-    fp = fingerprint(cfg, data_digest)
+    trained = cfg
+    if cfg.init is not None:  # the version it names now: an alias that has moved since means another run
+        try:
+            name, version, ref = pin_model(cfg.init, config.tracking)
+        except FileNotFoundError as exc:
+            raise ConfigError(f"pretrain.init: {exc}") from None
+        cfg = cfg.model_copy(update={"init": ref})  # loaded, and named in the lineage, as that version
+        trained = cfg.model_copy(update={"init": f"{name}@{version}"})  # a file by its digest, wherever it lies
+    fp = fingerprint(trained, data_digest)
     if (done := _finished(out, fp)) is not None:
         return done
     setup = resolve(cfg.device, cfg.amp)
