@@ -37,6 +37,15 @@ def test_torchrun_two_processes_train_one_encoder(sample_manifest, tmp_path):
     assert state["epoch"] == 2
     assert mlflow.pytorch.load_model("models:/ddp-encoder@simclr")(torch.rand(2, 1, 32, 32)).shape == (2, 64)
 
+    # Other settings over the same folder: the old checkpoint is set aside once (by rank 0; the other rank
+    # waits for it) and both ranks start over together.
+    (tmp_path / "out" / "pretrain.json").unlink()
+    config.write_text(config.read_text() + "  lr: 0.01\n")
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len(list((tmp_path / "out").glob("checkpoint-*.pt"))) == 1
+    assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["epoch"] == 2
+
 
 def _gradient(rank: int, world: int, store: str, queue) -> None:
     """One rank of a two-process step: a loss over the gathered rows, averaged over ranks as DDP does."""

@@ -174,17 +174,17 @@ def _finished(out: Path, fp: str) -> PretrainResult | None:
     return PretrainResult(**done)
 
 
-def _resumable(path: Path, fp: str, console: Console) -> dict[str, Any] | None:
-    """The checkpoint's state if it belongs to this fingerprint; another run's checkpoint is set aside."""
-    if not path.is_file():
-        return None
-    state = read_checkpoint(path)
-    if state.get("fingerprint") == fp:
-        return state
-    aside = path.with_name(f"checkpoint-{state.get('fingerprint', 'old')}.pt")
-    path.rename(aside)
-    console.print(f"Existing checkpoint is from other settings or data: kept as {aside.name}, starting over.")
-    return None
+def _resumable(path: Path, fp: str, console: Console, setup: DeviceSetup) -> dict[str, Any] | None:
+    """The checkpoint's state if it belongs to this fingerprint. Another run's checkpoint is set aside by
+    the main process alone, before any process reads it: each renaming it, all but one would find it gone,
+    and a process that found it gone would skip the wait the others are in."""
+    if setup.is_main and path.is_file() and (old := read_checkpoint(path).get("fingerprint")) != fp:
+        aside = path.with_name(f"checkpoint-{old or 'old'}.pt")
+        path.rename(aside)
+        console.print(f"Existing checkpoint is from other settings or data: kept as {aside.name}, starting over.")
+    if setup.distributed:
+        dist.barrier()
+    return read_checkpoint(path) if path.is_file() else None
 
 
 def _loader(
@@ -247,7 +247,7 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
         [p for p in model.parameters() if p.requires_grad], lr=cfg.lr, weight_decay=cfg.weight_decay
     )
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp and setup.device.type == "cuda")  # fp16
-    state = _resumable(out / "checkpoint.pt", fp, console)
+    state = _resumable(out / "checkpoint.pt", fp, console, setup)
     start = load_checkpoint(out / "checkpoint.pt", model, optimiser, scaler) if state else 0
     run_id = state.get("run_id") if state else None
 
