@@ -53,11 +53,13 @@ def medssl_weekly() -> None:
         return float(_steps().evaluate(detector)["auroc"])
 
     @task
-    def promote() -> str:
-        return str(_steps().promote().get("reason", "tracking is off"))
+    def promote(detector: str) -> str:
+        """Gates this week's detector, by version: a cleared and rerun week never gates another's."""
+        return str(_steps().promote(detector).get("reason", "tracking is off"))
 
     manifest = ingest()
-    evaluate(finetune(manifest, pretrain(manifest))) >> promote()
+    detector = finetune(manifest, pretrain(manifest))
+    evaluate(detector) >> promote(detector)
 
 
 weekly = medssl_weekly()

@@ -300,6 +300,9 @@ def promote(
     labels: Annotated[
         Path | None, typer.Option(help="Label CSV of the evaluation set both models are scored on.")
     ] = None,
+    challenger: Annotated[
+        str | None, typer.Option(help="Version to gate (default: the one @challenger names).")
+    ] = None,
     margin: Annotated[float | None, typer.Option(help="AUROC the challenger must gain over the champion.")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the evaluations and decision.json.")
@@ -313,8 +316,8 @@ def promote(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Move @champion to @challenger only if it beats the champion on the same images by the margin (and,
-    with --shift, only if it was adapted to the site when that site has shifted)."""
+    """Move @champion to @challenger (or --challenger) only if it beats the champion on the same images by the
+    margin (and, with --shift, only if it was adapted to the site when that site has shifted)."""
     from pipeline.evaluate.run import EvaluateError
     from pipeline.ingest import IngestError
     from pipeline.promote import run_promote
@@ -322,6 +325,7 @@ def promote(
     overrides = {
         "promote.name": name,
         "promote.labels": str(labels) if labels else None,
+        "promote.challenger": challenger,
         "promote.margin": margin,
         "promote.out": str(out) if out else None,
         "promote.shift": str(shift) if shift else None,

@@ -167,6 +167,8 @@ class EvaluateConfig(_Strict):
 
 class PromoteConfig(_Strict):
     name: str = Field(default="medssl-detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    # The version to gate; None: the one @challenger names when promote runs (a schedule pins its own).
+    challenger: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
     labels: Path | None = None
     out: Path | None = None
     margin: float = Field(default=0.01, ge=0)

@@ -1,6 +1,7 @@
 """The promote stage: the champion/challenger gate of the model registry.
 
-``finetune`` registers every new detector as ``<name>@challenger``. Here both the challenger and the current
+``finetune`` registers every new detector as ``<name>@challenger``. Here both the challenger (or the version
+``promote.challenger`` names: a scheduled run gates its own detector, whatever the alias says by then) and the current
 ``@champion`` are evaluated on the same labelled images (ones neither was trained on), and the champion
 alias moves to the challenger only when its AUROC is higher by at least ``promote.margin``. With no
 champion yet, the challenger becomes the first one. The decision, both evaluations and the reason are
@@ -77,7 +78,7 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
     cfg = config.promote
     if cfg.labels is None:
         raise EvaluateError("promote needs the label CSV of an evaluation set (--labels)")
-    challenger = alias_version(cfg.name, CHALLENGER, config.tracking)
+    challenger = cfg.challenger or alias_version(cfg.name, CHALLENGER, config.tracking)
     if challenger is None:
         raise EvaluateError(f"no {cfg.name}@{CHALLENGER} in the registry: run medssl finetune first")
     champion = alias_version(cfg.name, CHAMPION, config.tracking)

@@ -28,7 +28,7 @@ from pipeline.finetune.run import run_finetune
 from pipeline.ingest import run_ingest
 from pipeline.pretrain.rows import digest, items, read_manifest, union_manifest
 from pipeline.pretrain.run import run_pretrain
-from pipeline.promote import CHALLENGER, CHAMPION, run_promote
+from pipeline.promote import CHAMPION, run_promote
 from pipeline.tracking import alias_version, log_metrics, stage_run
 
 STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote")
@@ -223,22 +223,31 @@ class Steps:
         key = _key(ev.model_dump(mode="json"), _weights(detector), _file_digest(ev.labels))
         return self._cached("evaluate", lambda: key, evaluate)
 
-    def promote(self) -> dict[str, Any]:
-        """Move ``champion`` to the challenger when it wins on the evaluation set (the registry holds both)."""
+    def promote(self, detector: str) -> dict[str, Any]:
+        """Move ``champion`` to ``detector`` (this run's finetune, by its registry version: a rerun gates the
+        same version whatever ``challenger`` names by then) when it wins on the evaluation set."""
         if not self.config.tracking.enabled:
             self.result.outcome["promote"] = "skipped: tracking is off (the registry holds the aliases)"
             return {}
+        name = f"{self.config.finetune.name}-detector"
+        if not detector.startswith(f"models:/{name}/"):
+            self.result.outcome["promote"] = "skipped: this run's detector is not registered"
+            return {}
         cfg = self.config.promote.model_copy(
             update={
-                "name": f"{self.config.finetune.name}-detector",
+                "name": name,
+                "challenger": detector.removeprefix(f"models:/{name}/"),
                 "labels": self.config.promote.labels or self.config.evaluate.labels,
                 "out": self.config.promote.out or self.out / "promotion",
             }
         )
 
         def key() -> str:
-            versions = [alias_version(cfg.name, a, self.config.tracking) for a in (CHALLENGER, CHAMPION)]
-            return _key(cfg.model_dump(mode="json"), versions, _file_digest(cfg.labels))
+            return _key(
+                cfg.model_dump(mode="json"),
+                alias_version(cfg.name, CHAMPION, self.config.tracking),
+                _file_digest(cfg.labels),
+            )
 
         def promote() -> dict[str, Any]:
             done = run_promote(self.config.model_copy(update={"promote": cfg}), self.console)
@@ -258,6 +267,6 @@ def run_workflow(config: Config, console: Console, force: Iterable[str] = ()) ->
         detector = steps.finetune(manifest, encoder)
         steps.curve(manifest, encoder)
         steps.evaluate(detector)
-        steps.promote()
+        steps.promote(detector)
         log_metrics({f"skipped_{s}": float(o.startswith("skipped")) for s, o in steps.result.outcome.items()})
     return steps.result

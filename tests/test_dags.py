@@ -140,11 +140,18 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
     assert again["run"] == "success"
     assert len(pd.read_csv(batch / "scores.csv")) == 2
 
-    rerun = run_dag(airflow_env, "medssl_weekly.py", DAY, config)  # the week's stages are not redone
+    # Another detector becomes @challenger (as a later week's, or an adapt, would make it); then the week
+    # is run again: its stages are not redone, and its promote still gates its own detector.
+    client = mlflow.MlflowClient()
+    other = client.create_model_version("medssl-detector", champion.source, champion.run_id)
+    client.set_registered_model_alias("medssl-detector", "challenger", other.version)
+    rerun = run_dag(airflow_env, "medssl_weekly.py", DAY, config)
     assert rerun["run"] == "success"
-    state = json.loads((where / "batches" / "weekly" / DAY / "run-state.json").read_text())
+    week = where / "batches" / "weekly" / DAY
+    state = json.loads((week / "run-state.json").read_text())
     assert set(state) == {"finetune", "evaluate", "promote"}
-    assert len(mlflow.MlflowClient().search_model_versions("name='medssl-detector'")) == 1
+    assert len(client.search_model_versions("name='medssl-detector'")) == 2  # the one made here, no new one
+    assert json.loads((week / "promotion" / "decision.json").read_text())["challenger_version"] == str(champion.version)
 
 
 def test_a_day_without_studies_succeeds_and_without_sources_is_skipped(airflow_env, site):
