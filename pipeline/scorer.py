@@ -8,6 +8,10 @@ scaling, resize and centre crop), so a PNG scores the same here as after ``medss
 Inputs ``predict`` accepts: a DataFrame with a ``path`` column, a path or a list of paths, one 2D array ``(rows,
 cols)``, a stack ``(n, rows, cols)``, or a list of 2D arrays (grey, or ``(rows, cols, 3)`` colour), as an
 image viewer shows them. Output: a DataFrame with one ``score`` per image (higher: more likely abnormal).
+
+What it serves is 2D images, scaled as ingest scales PNG and JPEG (percentiles). A detector of 3D volumes,
+or one trained on DICOM series (a CT window in Hounsfield units, slices averaged per scan), scores those
+series after ``medssl ingest`` with ``medssl score``; this model refuses 3D detectors rather than guess.
 """
 
 from __future__ import annotations
@@ -61,6 +65,10 @@ class DetectorScorer(mlflow.pyfunc.PythonModel):
 
     # No annotation on model_input: MLflow reads one as an input schema, and paths or arrays have none.
     def predict(self, context, model_input, params=None) -> pd.DataFrame:
+        if self.detector.input_spec["spatial_dims"] != 2:
+            raise ValueError(
+                "this detector scores 3D volumes: ingest the series (medssl ingest) and score them with medssl score"
+            )
         batch = torch.stack(
             [torch.as_tensor(self.prepare({KEY: image, "modality": "OT"})[KEY]) for image in _images(model_input)]
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import mlflow
 import numpy as np
@@ -18,6 +19,8 @@ from PIL import Image
 from rich.console import Console
 
 from models.batchnorm import estimate_batchnorm
+from models.detectors import Classifier
+from models.encoders import build_encoder
 from pipeline.config import load_config
 from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_items, split
 from pipeline.finetune.fit import fit_full, fit_linear, score
@@ -25,6 +28,7 @@ from pipeline.finetune.run import load_encoder, run_finetune
 from pipeline.pretrain.run import run_pretrain
 from pipeline.pretrain.views import load_fixed, views
 from pipeline.pseudonym import image_key
+from pipeline.scorer import DetectorScorer
 from pipeline.suggest import k_centre, run_suggest
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
@@ -229,3 +233,16 @@ def test_real_patients_with_several_x_rays_stay_on_one_side(sample_manifest):
         assert not {it["group"] for it in train} & {it["group"] for it in val}
         sizes = pd.Series([it["group"] for it in labelled]).value_counts()
         assert sorted(sizes)[-2:] == [8, 8]  # the two patients are two groups, not sixteen images
+
+
+def test_the_registered_scorer_refuses_a_3d_detector_in_one_line(tmp_path):
+    """The pyfunc serves 2D images; a 3D detector's volumes go through ingest and medssl score instead of
+    failing deep inside a transform."""
+    encoder, dim = build_encoder(3, widths=(4, 8, 8, 8), layers=(1, 1, 1, 1))
+    detector = Classifier(encoder, dim)
+    detector.input_spec = {"spatial_dims": 3, "size": 16, "volume_side": 32}
+    torch.save(detector, tmp_path / "detector.pt")
+    scorer = DetectorScorer()
+    scorer.load_context(SimpleNamespace(artifacts={"detector": str(tmp_path / "detector.pt")}))
+    with pytest.raises(ValueError, match="scores 3D volumes: ingest the series"):
+        scorer.predict(None, [np.zeros((28, 28), np.uint8)])
