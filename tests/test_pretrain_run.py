@@ -143,6 +143,17 @@ def test_a_run_killed_before_publishing_publishes_its_last_epochs_figures(sample
     assert json.loads((tmp_path / "pretrain.json").read_text())["loss"] == resumed.loss
 
 
+def test_a_run_finished_without_tracking_is_registered_when_tracking_comes_on(sample_manifest, tmp_path):
+    """Not trained again, and not found done either: published from its last checkpoint."""
+    ingested, _ = sample_manifest
+    manifest, store = ingested / "manifest.parquet", f"sqlite:///{tmp_path}/mlflow.db"
+    plain = {"method": "simclr", "epochs": 1, "monitor": {"every": 0}}
+    assert stage.run_pretrain(_config(manifest, tmp_path / "out", **plain), QUIET).model_uri is None
+    tracked = stage.run_pretrain(_config(manifest, tmp_path / "out", store, **plain), QUIET)
+    assert tracked.resumed_from == 1 and tracked.model_uri == "models:/medssl-encoder/1"
+    assert stage.run_pretrain(_config(manifest, tmp_path / "out", store, **plain), QUIET).skipped
+
+
 def test_changed_settings_start_over_and_keep_the_old_checkpoint(sample_manifest, tmp_path):
     ingested, _ = sample_manifest
     manifest = ingested / "manifest.parquet"

@@ -162,13 +162,18 @@ def knn_monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Conso
     return KnnMonitor(bank, query, cfg, cfg.monitor.k)
 
 
-def _finished(out: Path, fp: str) -> PretrainResult | None:
-    """The result of an earlier run with this fingerprint, if it finished (its encoder is on disk)."""
+def _finished(out: Path, fp: str, published: str | None) -> PretrainResult | None:
+    """The result of an earlier run with this fingerprint, if it finished (its encoder is on disk) and was
+    published as this run would be: ``published`` is the start of the model URI it needs (None: tracking
+    off). A run finished with tracking off, or not registered, is published again from its last checkpoint
+    (a resume with no epoch left), rather than found done and never registered."""
     summary = out / "pretrain.json"
     if not summary.is_file():
         return None
     done = json.loads(summary.read_text(encoding="utf-8"))
     if done.pop("fingerprint", None) != fp or not Path(done["encoder"]).is_file():
+        return None
+    if published is not None and not (done["model_uri"] or "\0").startswith(published):
         return None
     done.update(out=Path(done["out"]), encoder=Path(done["encoder"]), skipped=True)
     return PretrainResult(**done)
@@ -231,7 +236,8 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
         cfg = cfg.model_copy(update={"init": ref})  # loaded, and named in the lineage, as that version
         trained = cfg.model_copy(update={"init": f"{name}@{version}"})  # a file by its digest, wherever it lies
     fp = fingerprint(trained, data_digest)
-    if (done := _finished(out, fp)) is not None:
+    published = (f"models:/{cfg.name}-encoder/" if cfg.register_encoder else "") if config.tracking.enabled else None
+    if (done := _finished(out, fp, published)) is not None:
         return done
     setup = resolve(cfg.device, cfg.amp)
     init_distributed(setup)
