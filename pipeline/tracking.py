@@ -176,8 +176,7 @@ def pin_model(ref: str, cfg: TrackingConfig) -> tuple[str, str, str]:
         name, _, version = name.partition("/")
         if version != "latest":
             return name, version, ref
-        alias = version
-    version = alias_version(name, alias, cfg) if alias != "latest" else _latest_version(name, cfg)
+    version = alias_version(name, alias, cfg) if alias else _latest_version(name, cfg)
     if version is None:
         raise FileNotFoundError(f"model not found: {ref} (no such registered model or alias)")
     return name, version, f"models:/{name}/{version}"
@@ -206,7 +205,7 @@ def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
 
     mlflow.set_tracking_uri(tracking_uri(cfg))
     try:
-        return _load_registered(mlflow, ref)
+        return _load_logged(mlflow, ref)
     except MlflowException as exc:
         # No such model, version or alias (a missing alias is an invalid parameter to MLflow): the user's to
         # fix, so the caller's one-line error. Anything else (the server down) stays an exception.
@@ -215,7 +214,7 @@ def load_model(ref: str, cfg: TrackingConfig) -> tuple[Any, dict[str, str]]:
         raise FileNotFoundError(f"model not found: {ref} ({exc.message.splitlines()[0]})") from None
 
 
-def _load_registered(mlflow: Any, uri: str) -> tuple[Any, dict[str, str]]:
+def _load_logged(mlflow: Any, uri: str) -> tuple[Any, dict[str, str]]:
     flavors = mlflow.models.get_model_info(uri).flavors
     if "pytorch" in flavors:
         module = mlflow.pytorch.load_model(uri)

@@ -173,7 +173,7 @@ def _finished(out: Path, fp: str, published: str | None) -> PretrainResult | Non
     done = json.loads(summary.read_text(encoding="utf-8"))
     if done.pop("fingerprint", None) != fp or not Path(done["encoder"]).is_file():
         return None
-    if published is not None and not (done["model_uri"] or "\0").startswith(published):
+    if published is not None and not (done["model_uri"] and done["model_uri"].startswith(published)):
         return None
     done.update(out=Path(done["out"]), encoder=Path(done["encoder"]), skipped=True)
     return PretrainResult(**done)
