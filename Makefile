@@ -31,7 +31,7 @@ system-deps:
 	}
 
 test: install system-deps
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=15
 
 lint: install
 	$(BIN)/ruff check .

@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from monai.losses import ContrastiveLoss
 
 from models.distributed import gather_with_grad, mean_across_ranks
 from pipeline.device import init_distributed, resolve
@@ -40,8 +41,28 @@ def _worker(rank: int, world_size: int, port: int, results) -> None:
     gathered = gather_with_grad(local)
     gathered.sum().backward()
     mean = mean_across_ranks(torch.full((3,), float(rank)))
-    results[rank] = (gathered.detach().tolist(), local.grad.tolist(), mean.tolist())
+    # NT-Xent over the gathered rows, each rank holding half of them; averaged over ranks as DDP does.
+    weight, rows = _contrastive_inputs(world_size)
+    nt_xent(gather_with_grad(rows.chunk(world_size)[rank] @ weight)).backward()
+    dist.all_reduce(weight.grad)
+    results[rank] = (
+        gathered.detach().tolist(),
+        local.grad.tolist(),
+        mean.tolist(),
+        (weight.grad / world_size).tolist(),
+    )
     dist.destroy_process_group()
+
+
+def _contrastive_inputs(world_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    weight = torch.randn(3, 4, generator=generator).requires_grad_()
+    return weight, torch.randn(2 * world_size, 3, generator=generator)
+
+
+def nt_xent(z: torch.Tensor) -> torch.Tensor:
+    half = len(z) // 2
+    return ContrastiveLoss(temperature=0.5)(z[:half], z[half:])
 
 
 def test_gather_across_two_real_ranks():
@@ -51,10 +72,13 @@ def test_gather_across_two_real_ranks():
     manager = mp.Manager()
     results = manager.dict()
     mp.spawn(_worker, args=(2, port, results), nprocs=2, join=True)
+    weight, rows = _contrastive_inputs(2)
+    nt_xent(rows @ weight).backward()  # one process holding every row
     for rank in (0, 1):
-        gathered, grad, mean = results[rank]
+        gathered, grad, mean, contrastive = results[rank]
+        assert torch.allclose(torch.tensor(contrastive), weight.grad, atol=1e-6)  # the same step as one process
         assert gathered == [[1.0] * 3] * 2 + [[2.0] * 3] * 2  # rank order, every rank sees all rows
         # Both ranks' copies of the loss send each local row a gradient of 1; summed, DDP's averaging then
-        # leaves the global loss's gradient (tests/test_pretrain_ddp.py checks that against one process).
+        # leaves the global loss's gradient (checked against one process above).
         assert grad == [[2.0] * 3] * 2
         assert mean == [0.5] * 3

@@ -9,8 +9,6 @@ import mlflow
 import torch
 from conftest import ROOT
 
-from models.distributed import gather_with_grad
-
 
 def test_torchrun_two_processes_train_one_encoder(sample_manifest, tmp_path):
     ingested, _ = sample_manifest
@@ -45,39 +43,3 @@ def test_torchrun_two_processes_train_one_encoder(sample_manifest, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert len(list((tmp_path / "out").glob("checkpoint-*.pt"))) == 1
     assert torch.load(tmp_path / "out" / "checkpoint.pt", weights_only=True)["epoch"] == 2
-
-
-def _gradient(rank: int, world: int, store: str, queue) -> None:
-    """One rank of a two-process step: a loss over the gathered rows, averaged over ranks as DDP does."""
-    torch.distributed.init_process_group("gloo", init_method=store, rank=rank, world_size=world)
-    torch.manual_seed(0)
-    weight, rows = torch.randn(3, 4, requires_grad=True), torch.randn(2 * world, 3)
-    embedded = gather_with_grad(rows.chunk(world)[rank] @ weight)
-    _nt_xent(embedded).backward()
-    torch.distributed.all_reduce(weight.grad)
-    queue.put((rank, weight.grad / world))
-    torch.distributed.destroy_process_group()
-
-
-def _nt_xent(z: torch.Tensor) -> torch.Tensor:
-    from monai.losses import ContrastiveLoss
-
-    half = len(z) // 2
-    return ContrastiveLoss(temperature=0.5)(z[:half], z[half:])
-
-
-def test_gathered_negatives_give_the_global_losss_gradient(tmp_path):
-    """Two Gloo processes, each holding half the rows, step as one process holding them all would."""
-    context = torch.multiprocessing.get_context("spawn")
-    queue = context.SimpleQueue()
-    store = f"file://{tmp_path}/store"
-    procs = [context.Process(target=_gradient, args=(rank, 2, store, queue)) for rank in range(2)]
-    for proc in procs:
-        proc.start()
-    grads = dict(queue.get() for _ in procs)
-    for proc in procs:
-        proc.join(timeout=60)
-    torch.manual_seed(0)
-    weight, rows = torch.randn(3, 4, requires_grad=True), torch.randn(4, 3)
-    _nt_xent(rows @ weight).backward()
-    assert torch.allclose(grads[0], weight.grad, atol=1e-6) and torch.allclose(grads[1], weight.grad, atol=1e-6)
