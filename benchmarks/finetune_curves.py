@@ -99,11 +99,12 @@ def pool_parts(manifest: Path, labels: Path, config: Config, console: Console) -
 
 
 def pretrain_encoders(
-    name: str, kinds: list[str], manifest: Path, labels: Path, work: Path, console: Console
+    name: str, kinds: list[str], manifest: Path, train: list[dict], work: Path, console: Console
 ) -> dict[str, str]:
-    """NAME -> encoder.pt of each SSL encoder ``kinds`` asks for, pretrained without labels (see the docstring)."""
+    """NAME -> encoder.pt of each SSL encoder ``kinds`` asks for, pretrained without labels on the pool's
+    training part ``train`` and, for ``pooled``, the other sites (see the docstring)."""
     config = load_config(DATASETS[name][2], {"tracking.uri": f"sqlite:///{work / name}/mlflow.db"})
-    scans = {it["scan"] for it in pool_parts(manifest, labels, config, console)[0]}
+    scans = {it["scan"] for it in train}
     others = {DATASETS[d][0] for d in DATASETS if MODALITY[d] == MODALITY[name]} - {DATASETS[name][0]}
     encoders = {}
     for kind in kinds:
@@ -176,7 +177,10 @@ def main() -> None:
     manifest, labels = dataset(args.dataset, work, console)
     pool = len(labels.read_text().splitlines()) - 1
     encoders = dict(e.split("=", 1) if "=" in e else ("", e) for e in args.encoder)
-    encoders |= pretrain_encoders(args.dataset, args.pretrain, manifest, labels, args.work, console)
+    # The split every cell makes (run_finetune, same settings), made once here: pretraining stays on its
+    # training part, and the targets block reads the make-up of its validation part.
+    train, val = pool_parts(manifest, labels, load_config(DATASETS[args.dataset][2], extra), console)
+    encoders |= pretrain_encoders(args.dataset, args.pretrain, manifest, train, args.work, console)
     if not encoders:
         ap.error("give an SSL encoder: --encoder REF or --pretrain site|pooled")
     rows, series = [], {}
@@ -212,7 +216,6 @@ def main() -> None:
     figure = (HERE if args.write_results else work) / f"finetune-curves-{args.dataset}{variant}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
     report = render(args, rows, validation, figure, encoders, bool(earlier))
-    val = pool_parts(manifest, labels, load_config(DATASETS[args.dataset][2], extra), console)[1]
     scans = {it["voxels"]: it["label"] for it in val}  # one label per scan, as the AUROC counts them
     report += "\n\n" + targets(rows, sorted(Counter(scans.values()).values()))
     print(report)

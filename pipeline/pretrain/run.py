@@ -183,13 +183,17 @@ def _resumable(path: Path, fp: str, console: Console, setup: DeviceSetup) -> dic
     """The checkpoint's state if it belongs to this fingerprint. Another run's checkpoint is set aside by
     the main process alone, before any process reads it: each renaming it, all but one would find it gone,
     and a process that found it gone would skip the wait the others are in."""
-    if setup.is_main and path.is_file() and (old := read_checkpoint(path).get("fingerprint")) != fp:
+    state = read_checkpoint(path) if setup.is_main and path.is_file() else None
+    if state is not None and (old := state.get("fingerprint")) != fp:
         aside = path.with_name(f"checkpoint-{old or 'old'}.pt")
         path.rename(aside)
         console.print(f"Existing checkpoint is from other settings or data: kept as {aside.name}, starting over.")
+        state = None
     if setup.distributed:
         dist.barrier()
-    return read_checkpoint(path) if path.is_file() else None
+        if not setup.is_main:  # what rank 0 left in place is this run's
+            state = read_checkpoint(path) if path.is_file() else None
+    return state
 
 
 def _loader(
