@@ -40,14 +40,15 @@ sys.path.insert(0, str(HERE))
 from finetune_curves import dataset  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
-from pipeline.adapt import adabn, run_adapt, tent  # noqa: E402
+from pipeline.adapt.run import adabn, run_adapt, tent  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.finetune.data import Budget, draw, labelled_items, split  # noqa: E402
-from pipeline.finetune.fit import fit_linear, score  # noqa: E402
-from pipeline.finetune.run import scan_auroc  # noqa: E402
-from pipeline.pretrain.rows import union_manifest  # noqa: E402
-from pipeline.pretrain.run import run_pretrain  # noqa: E402
-from pipeline.pretrain.views import load_fixed  # noqa: E402
+from pipeline.data.budget import Budget, draw  # noqa: E402
+from pipeline.data.labelled import labelled_items, validation_split  # noqa: E402
+from pipeline.data.manifest import union_manifest  # noqa: E402
+from pipeline.data.transforms import load_fixed  # noqa: E402
+from pipeline.finetune.fit import fit_linear  # noqa: E402
+from pipeline.inference import scan_auroc, score  # noqa: E402
+from pipeline.pretrain import run_pretrain  # noqa: E402
 
 CONFIG = ROOT / "configs" / "bench-sites.yaml"
 SITES = {"adult": "cxr_nih1000", "pediatric": "pneumoniamnist"}
@@ -69,7 +70,7 @@ class Site:
         self.name, self.manifest = name, manifest
         size = config.pretrain.size
         items = labelled_items(manifest, labels, config.ingest.secret(), 2, 0, console)
-        self.train, self.val = split(items, 0.2, 0)
+        self.train, self.val = validation_split(items, 0.2, 0)
         self.position = {id(it): i for i, it in enumerate(self.train)}
         self.train_images = load_fixed(self.train, 2, size)
         self.val_images = load_fixed(self.val, 2, size)

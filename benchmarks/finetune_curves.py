@@ -50,12 +50,13 @@ from results import RESULTS, section_rows, write_section  # noqa: E402
 
 from pipeline.atomic import write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
-from pipeline.finetune.data import Budget, labelled_items, split  # noqa: E402
-from pipeline.finetune.run import run_finetune  # noqa: E402
+from pipeline.data.budget import Budget  # noqa: E402
+from pipeline.data.labelled import labelled_items, validation_split  # noqa: E402
+from pipeline.data.manifest import union_manifest  # noqa: E402
+from pipeline.finetune import run_finetune  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
-from pipeline.plots import label_efficiency_png  # noqa: E402
-from pipeline.pretrain.rows import union_manifest  # noqa: E402
-from pipeline.pretrain.run import run_pretrain  # noqa: E402
+from pipeline.pretrain import run_pretrain  # noqa: E402
+from pipeline.report import label_efficiency_png  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
@@ -95,7 +96,7 @@ def pool_parts(manifest: Path, labels: Path, config: Config, console: Console) -
     """The items of the pool's training and validation parts: the split ``run_finetune`` makes with the same
     settings."""
     items = labelled_items(manifest, labels, config.ingest.secret(), 2, 0, console)
-    return split(items, config.finetune.val_fraction, config.finetune.seed)
+    return validation_split(items, config.finetune.val_fraction, config.finetune.seed)
 
 
 def pretrain_encoders(
@@ -216,7 +217,7 @@ def main() -> None:
     figure = (HERE if args.write_results else work) / f"finetune-curves-{args.dataset}{variant}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
     report = render(args, rows, validation, figure, encoders, bool(earlier))
-    scans = {it["voxels"]: it["label"] for it in val}  # one label per scan, as the AUROC counts them
+    scans = {it["scan"]: it["label"] for it in val}  # one label per scan, as the AUROC counts them
     report += "\n\n" + targets(rows, sorted(Counter(scans.values()).values()))
     print(report)
     if args.write_results:

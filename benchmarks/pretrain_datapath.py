@@ -32,12 +32,15 @@ sys.path.insert(0, str(HERE))
 from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
+from pipeline.data.augment import RandViewd, views  # noqa: E402
+from pipeline.data.items import items  # noqa: E402
+from pipeline.data.manifest import read_manifest  # noqa: E402
+from pipeline.data.transforms import KEY, deterministic  # noqa: E402
 from pipeline.device import resolve  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
 from pipeline.pretrain.loop import seed_epoch, train_epoch  # noqa: E402
-from pipeline.pretrain.rows import items, read_manifest  # noqa: E402
-from pipeline.pretrain.run import build_model  # noqa: E402
-from pipeline.pretrain.views import KEY, VIEWS, RandViewd, ViewPairs, dataset, deterministic, views  # noqa: E402
+from pipeline.pretrain.model import build_model  # noqa: E402
+from pipeline.pretrain.views import VIEWS, ViewPairs, dataset  # noqa: E402
 
 MODELS = {
     "tiny ResNet (16-128, 1 block/stage)": {"widths": [16, 32, 64, 128], "layers": [1, 1, 1, 1]},

@@ -30,7 +30,9 @@ from results import RESULTS, section_rows, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
-from pipeline.pretrain.run import build_model, knn_monitor, run_pretrain  # noqa: E402
+from pipeline.pretrain import run_pretrain  # noqa: E402
+from pipeline.pretrain.model import build_model  # noqa: E402
+from pipeline.pretrain.monitor import knn_monitor  # noqa: E402
 
 NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"

@@ -5,7 +5,7 @@ random labelled scans per class of the training part, then adds ``--add`` more b
 linear probe on the frozen SSL encoder, and scores the validation part:
 
 - ``random``: uniformly from the unlabelled training scans;
-- ``k-centre``: ``pipeline.suggest.select`` (farthest from the labelled ones in the embedding space);
+- ``k-centre``: ``pipeline.suggest.run.select`` (farthest from the labelled ones in the embedding space);
 - ``k-centre + doubt``: the same, among the scans the starting probe is least sure about.
 
     .venv/bin/python benchmarks/suggest_vs_random.py \\
@@ -30,11 +30,11 @@ from finetune_curves import DATASETS, dataset  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
-from pipeline.finetune.data import labelled_items, split  # noqa: E402
-from pipeline.finetune.fit import fit_linear, score  # noqa: E402
-from pipeline.finetune.run import load_encoder, scan_auroc  # noqa: E402
-from pipeline.pretrain.views import load_fixed  # noqa: E402
-from pipeline.suggest import scan_embeddings, select  # noqa: E402
+from pipeline.data.labelled import labelled_items, validation_split  # noqa: E402
+from pipeline.data.transforms import load_fixed  # noqa: E402
+from pipeline.finetune.fit import fit_linear  # noqa: E402
+from pipeline.inference import load_encoder, scan_auroc, scan_embeddings, score  # noqa: E402
+from pipeline.suggest.run import select  # noqa: E402
 
 STRATEGIES = ("random", "k-centre", "k-centre + doubt")
 
@@ -52,9 +52,9 @@ def main() -> None:
     console = Console(stderr=True)
     manifest, labels = dataset(args.dataset, args.work / args.dataset, console)
     config = load_config(DATASETS[args.dataset][2], {"finetune.encoder": args.encoder, "tracking.enabled": False})
-    encoder, spec = load_encoder(config, 0)
+    encoder, spec = load_encoder(config.finetune.encoder, config.pretrain, config.tracking, 0)
     device = torch.device("cpu")
-    train, val = split(labelled_items(manifest, labels, None, spec.spatial_dims, 0, console), 0.2, 0)
+    train, val = validation_split(labelled_items(manifest, labels, None, spec.spatial_dims, 0, console), 0.2, 0)
     first = {it["scan"]: it for it in train}
     embeddings = scan_embeddings(encoder, list(first.values()), spec, device)
     val_images = load_fixed(val, spec.spatial_dims, spec.size, spec.volume_side)

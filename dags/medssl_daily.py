@@ -1,6 +1,6 @@
 """Daily hospital batch: ingest the day's new studies (incoming folder and PACS), score them with the champion.
 
-Each task calls one ``pipeline`` stage function on the config of its logical date (``pipeline.schedule``):
+Each task calls one ``pipeline`` stage function on the config of its logical date (``pipeline.orchestrate.schedule``):
 the day's studies go to ``ROOT/daily/DATE``, and its results table is ``ROOT/daily/DATE/scores.csv``, so a
 re-run of a day redoes that day only (ingest converts nothing twice, score skips what that model version
 already scored). Heavy imports stay inside the tasks, so parsing this file is cheap for the scheduler.
@@ -24,7 +24,7 @@ def medssl_daily() -> None:
         from rich.console import Console
 
         from pipeline.ingest import run_ingest
-        from pipeline.schedule import batch, daily_config, has_studies
+        from pipeline.orchestrate.schedule import batch, daily_config, has_studies
 
         config, day = batch(get_current_context())
         day_config = daily_config(config, day)
@@ -37,7 +37,7 @@ def medssl_daily() -> None:
         """The day's series scored by the champion (pinned to its version when the task starts)."""
         from rich.console import Console
 
-        from pipeline.schedule import batch, daily_config
+        from pipeline.orchestrate.schedule import batch, daily_config
         from pipeline.score import run_score
 
         config, day = batch(get_current_context())

@@ -1,6 +1,6 @@
 """Weekly retraining: pretrain -> finetune -> evaluate -> promote on the archive as of the logical date.
 
-Each task calls one stage of ``pipeline.workflow.Steps`` (the stages ``medssl run`` chains) for the week's
+Each task calls one stage of ``pipeline.orchestrate.workflow.Steps`` (the stages ``medssl run`` chains) for the week's
 partition ``ROOT/weekly/DATE``. The first task brings the archive's ingest up to date and freezes the
 manifest the week trains on, so a re-run of the week trains on the same rows and skips the stages whose
 inputs are unchanged. Heavy imports stay inside the tasks, so parsing this file is cheap for the scheduler.
@@ -16,13 +16,13 @@ from airflow.sdk import dag, get_current_context, task
 from medssl_common import settings
 
 if TYPE_CHECKING:
-    from pipeline.workflow import Steps
+    from pipeline.orchestrate.workflow import Steps
 
 
 def _steps() -> Steps:
     from rich.console import Console
 
-    from pipeline.schedule import batch, weekly_steps
+    from pipeline.orchestrate.schedule import batch, weekly_steps
 
     config, day = batch(get_current_context())
     return weekly_steps(config, day, Console())
@@ -35,7 +35,7 @@ def medssl_weekly() -> None:
         """The archive ingested incrementally, its manifest frozen for the week."""
         from rich.console import Console
 
-        from pipeline.schedule import batch, weekly_manifest
+        from pipeline.orchestrate.schedule import batch, weekly_manifest
 
         config, day = batch(get_current_context())
         return str(weekly_manifest(config, day, Console()))

@@ -11,10 +11,7 @@ import dask
 from distributed import Client, LocalCluster
 
 from pipeline.config import DaskConfig
-
-
-class ClusterError(RuntimeError):
-    """The requested Dask cluster cannot be reached or started; the message says which."""
+from pipeline.errors import ClusterError
 
 
 def default_workers() -> int:

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+
+from pipeline.data.budget import Budget
+from pipeline.errors import ConfigError
+
+# auto: CUDA when visible, else the CPU (pipeline.device resolves it, one GPU per torchrun rank).
+Device = Literal["auto", "cpu", "cuda"]
+# A label budget: Nshot or P% (0 < P <= 100), parsed by the one ``Budget.parse``.
+BudgetSpec = Annotated[str, AfterValidator(lambda spec: Budget.parse(spec) and spec)]
+Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")]
 
 
 class _Strict(BaseModel):
@@ -80,6 +89,65 @@ class EncoderConfig(_Strict):
     layers: list[int] = Field(default_factory=lambda: [2, 2, 2, 2], min_length=1)
 
 
+class SimCLROptions(_Strict):
+    """Keyword arguments of ``models.simclr.SimCLR`` (the defaults are the class's)."""
+
+    proj_hidden: int = Field(default=512, ge=1)
+    proj_dim: int = Field(default=128, ge=1)
+    temperature: float = Field(default=0.1, gt=0)
+
+
+class MoCoOptions(_Strict):
+    """Keyword arguments of ``models.moco.MoCo``."""
+
+    proj_hidden: int = Field(default=512, ge=1)
+    proj_dim: int = Field(default=128, ge=1)
+    queue_size: int = Field(default=4096, ge=1)
+    temperature: float = Field(default=0.2, gt=0)
+    momentum: float = Field(default=0.99, ge=0, le=1)
+
+
+class DINOOptions(_Strict):
+    """Keyword arguments of ``models.dino.DINO``."""
+
+    head_hidden: int = Field(default=512, ge=1)
+    bottleneck_dim: int = Field(default=128, ge=1)
+    out_dim: int = Field(default=1024, ge=1)
+    teacher_temp: float = Field(default=0.07, gt=0)
+    warmup_teacher_temp: float = Field(default=0.04, gt=0)
+    warmup_fraction: float = Field(default=0.3, ge=0, le=1)
+    student_temp: float = Field(default=0.1, gt=0)
+    center_momentum: float = Field(default=0.9, ge=0, le=1)
+    momentum: float = Field(default=0.996, ge=0, le=1)
+
+
+class MAEOptions(_Strict):
+    """Keyword arguments of ``models.mae.MAE`` besides its ViT sizes (``pretrain.vit``)."""
+
+    masking_ratio: float = Field(default=0.75, gt=0, lt=1)
+    norm_pix_loss: bool = True
+
+
+class MethodOptions(_Strict):
+    simclr: SimCLROptions = Field(default_factory=SimCLROptions)
+    moco: MoCoOptions = Field(default_factory=MoCoOptions)
+    dino: DINOOptions = Field(default_factory=DINOOptions)
+    mae: MAEOptions = Field(default_factory=MAEOptions)
+
+
+class ViTConfig(_Strict):
+    """The MAE encoder's and decoder's sizes (``models.mae.VIT_DEFAULTS``: a ViT-S-like encoder)."""
+
+    hidden_size: int = Field(default=384, ge=1)
+    mlp_dim: int = Field(default=1536, ge=1)
+    num_layers: int = Field(default=6, ge=1)
+    num_heads: int = Field(default=6, ge=1)
+    decoder_hidden_size: int = Field(default=192, ge=1)
+    decoder_mlp_dim: int = Field(default=768, ge=1)
+    decoder_num_layers: int = Field(default=2, ge=1)
+    decoder_num_heads: int = Field(default=6, ge=1)
+
+
 class ViewConfig(_Strict):
     crop_min: float = Field(default=0.5, gt=0, le=1)
     flip_axes: list[int] = Field(default_factory=lambda: [0])
@@ -108,19 +176,28 @@ class PretrainConfig(_Strict):
     weight_decay: float = Field(default=0.05, ge=0)
     warmup_epochs: int = Field(default=5, ge=0)
     seed: int = 0
-    device: str = "auto"
+    device: Device = "auto"
     amp: bool | None = None
     cache_rate: float = Field(default=1.0, ge=0, le=1)
     cache_workers: int = Field(default=1, ge=1)
     encoder: EncoderConfig = Field(default_factory=EncoderConfig)
     views: ViewConfig = Field(default_factory=ViewConfig)
     patch_size: int = Field(default=8, ge=1)
-    vit: dict[str, int] = Field(default_factory=dict)
-    options: dict[Method, dict[str, float | int | bool]] = Field(default_factory=dict)
+    vit: ViTConfig = Field(default_factory=ViTConfig)
+    options: MethodOptions = Field(default_factory=MethodOptions)
     monitor: MonitorConfig = Field(default_factory=MonitorConfig)
-    name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name = "medssl"
     register_encoder: bool = True
     init: str | None = None
+    exclude: list[Path] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _shapes(self) -> PretrainConfig:
+        if self.method == "mae" and self.size % self.patch_size:
+            raise ValueError(f"size ({self.size}) must be a multiple of patch_size ({self.patch_size})")
+        if len(self.encoder.widths) != len(self.encoder.layers):
+            raise ValueError("encoder.widths and encoder.layers need one entry per stage each")
+        return self
 
 
 FinetuneMode = Literal["linear", "full", "oneclass"]
@@ -131,7 +208,7 @@ class FinetuneConfig(_Strict):
     manifest: Path | None = None
     labels: Path | None = None
     out: Path | None = None
-    budget: str = Field(default="100%", pattern=r"^(\d+(\.\d+)?%|\d+shot)$")
+    budget: BudgetSpec = "100%"
     mode: FinetuneMode = "linear"
     seeds: int = Field(default=3, ge=1)
     seed: int = 0
@@ -145,13 +222,13 @@ class FinetuneConfig(_Strict):
     weight_decay: float = Field(default=1e-4, ge=0)
     oneclass_metric: Literal["knn", "mahalanobis"] = "knn"
     oneclass_k: int = Field(default=5, ge=1)
-    device: str = "auto"
-    name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    device: Device = "auto"
+    name: Name = "medssl"
     register_detector: bool = True
 
 
 class CurveConfig(_Strict):
-    budgets: list[str] = Field(default_factory=list)
+    budgets: list[BudgetSpec] = Field(default_factory=list)
     scratch_mode: FinetuneMode = "full"
     out: Path | None = None
 
@@ -166,7 +243,7 @@ class EvaluateConfig(_Strict):
 
 
 class PromoteConfig(_Strict):
-    name: str = Field(default="medssl-detector", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name = "medssl-detector"
     # The version to gate; None: the one @challenger names when promote runs (a schedule pins its own).
     challenger: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
     labels: Path | None = None
@@ -190,13 +267,13 @@ class AdaptConfig(_Strict):
     target: str | None = None
     method: Literal["adabn", "tent", "ssl"] = "adabn"
     out: Path | None = None
-    name: str = Field(default="medssl", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: Name = "medssl"
     register_model: bool = True
     batch_size: int = Field(default=64, ge=2)
     tent_lr: float = Field(default=1e-3, gt=0)
     tent_epochs: int = Field(default=1, ge=1)
     seed: int = 0
-    device: str = "auto"
+    device: Device = "auto"
 
 
 class ShiftConfig(_Strict):
@@ -208,7 +285,7 @@ class ShiftConfig(_Strict):
     alpha: float = Field(default=0.01, gt=0, lt=1)
     max_scans: int = Field(default=1000, ge=4)
     seed: int = 0
-    device: str = "auto"
+    device: Device = "auto"
 
 
 class ScoreConfig(_Strict):
@@ -216,7 +293,7 @@ class ScoreConfig(_Strict):
     manifest: Path | None = None
     out: Path | None = None
     threshold: float = 0.0
-    device: str = "auto"
+    device: Device = "auto"
 
 
 class ScheduleConfig(_Strict):
@@ -238,10 +315,6 @@ class Config(_Strict):
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
-
-
-class ConfigError(ValueError):
-    """A config file or override that does not validate; the message names the key."""
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:

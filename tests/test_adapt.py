@@ -17,13 +17,14 @@ from conftest import PNEUMONIA, TINY_ENCODER, finetune_config
 from rich.console import Console
 
 from models.momentum import MomentumPair
-from pipeline.adapt import AdaptError, run_adapt
+from pipeline.adapt import run_adapt, run_shift
 from pipeline.config import load_config
-from pipeline.finetune.run import adapted_to, run_finetune
-from pipeline.pretrain.run import build_model, start_from
+from pipeline.errors import AdaptError
+from pipeline.finetune import run_finetune
+from pipeline.inference import adapted_to
+from pipeline.pretrain.model import build_model, start_from
 from pipeline.promote import run_promote
-from pipeline.shift import run_shift
-from pipeline.tracking import load_model
+from pipeline.registry.store import load_model
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 STATISTICS = ("running_mean", "running_var", "num_batches_tracked")

@@ -24,8 +24,9 @@ from conftest import ROOT, SAMPLE, TEST_KEY, make_config
 from orthanc import dated_copy, free_port, needs_orthanc, orthanc, store
 from rich.console import Console
 
-from pipeline.config import ConfigError, DicomwebConfig, load_config
-from pipeline.ingest import IngestError, run_ingest
+from pipeline.config import DicomwebConfig, load_config
+from pipeline.errors import ConfigError, IngestError
+from pipeline.ingest import run_ingest
 from pipeline.ingest.dicomweb import LEDGER, PARTIAL, DicomwebError, pull_studies
 from pipeline.pseudonym import pseudonym
 

@@ -16,13 +16,15 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import TEMPORARILY_UNAVAILABLE
 from rich.console import Console
 
-from pipeline import promote
+import pipeline.promote.run as promote
 from pipeline.config import load_config
+from pipeline.errors import PromoteError
+from pipeline.evaluate import run_evaluate
 from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
-from pipeline.evaluate.run import EvaluateError, run_evaluate
-from pipeline.finetune.run import run_finetune
-from pipeline.promote import decide, run_promote
-from pipeline.tracking import alias_version
+from pipeline.finetune import run_finetune
+from pipeline.promote import run_promote
+from pipeline.promote.run import decide
+from pipeline.registry.store import alias_version
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 VAL = PNEUMONIA / "val" / "labels.csv"
@@ -121,7 +123,7 @@ def _decision(out: Path) -> dict:
 def test_the_first_challenger_becomes_champion_and_a_worse_one_is_refused(pneumonia_manifest, store, tmp_path):
     name = "gate-detector"
     cfg = _promote_config(store, name, tmp_path)
-    with pytest.raises(EvaluateError, match="no gate-detector@challenger"):
+    with pytest.raises(PromoteError, match="no gate-detector@challenger"):
         run_promote(cfg, QUIET)
 
     def register(labels: Path, tag: str) -> None:

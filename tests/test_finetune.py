@@ -22,14 +22,19 @@ from models.batchnorm import estimate_batchnorm
 from models.detectors import Classifier
 from models.encoders import build_encoder
 from pipeline.config import load_config
-from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_items, split
-from pipeline.finetune.fit import fit_full, fit_linear, score
-from pipeline.finetune.run import load_encoder, run_finetune
-from pipeline.pretrain.run import run_pretrain
-from pipeline.pretrain.views import load_fixed, views
+from pipeline.data.augment import views
+from pipeline.data.budget import Budget, draw
+from pipeline.data.labelled import labelled_items, validation_split
+from pipeline.data.transforms import load_fixed
+from pipeline.errors import ConfigError, DataError, RegistryError
+from pipeline.finetune import run_finetune
+from pipeline.finetune.fit import fit_full, fit_linear
+from pipeline.inference import load_encoder, score
+from pipeline.pretrain import run_pretrain
 from pipeline.pseudonym import image_key
-from pipeline.scorer import DetectorScorer
-from pipeline.suggest import k_centre, run_suggest
+from pipeline.registry.pyfunc import ServedDetector
+from pipeline.suggest import run_suggest
+from pipeline.suggest.run import k_centre
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 CPU = torch.device("cpu")
@@ -108,7 +113,7 @@ def test_full_finetuning_keeps_pretrained_batchnorm_statistics_only_with_few_lab
     images, labels = load_fixed(items, 2, 28), np.array([it["label"] for it in items])
     augment = views(2, 28, "mae", crop_min=0.8)
     for pretrained, gentle_below, kept in ((True, 41, True), (True, 40, False), (False, 41, False)):
-        encoder = load_encoder(cfg, 0)[0]
+        encoder = load_encoder(cfg.finetune.encoder, cfg.pretrain, cfg.tracking, 0)[0]
         before = {k: v.clone() for k, v in encoder.state_dict().items()}
         settings = cfg.finetune.model_copy(update={"gentle_below": gentle_below})
         model = fit_full(
@@ -152,15 +157,15 @@ def test_one_class_mode_runs_from_a_label_csv_of_normal_scans_only(ingested, enc
 
 def test_splits_keep_each_group_on_one_side_and_budgets_draw_from_training_only():
     rng = np.random.default_rng(0)
-    items = [{"voxels": f"scan{i}", "group": f"patient{i // 3}", "label": int(rng.random() < 0.4)} for i in range(300)]
+    items = [{"scan": f"scan{i}", "group": f"patient{i // 3}", "label": int(rng.random() < 0.4)} for i in range(300)]
     for it in items:  # a patient's scans share one label here, as a diagnosis per patient would
         it["label"] = int(it["group"][-1]) % 2
-    train, val = split(items, 0.25, seed=1)
+    train, val = validation_split(items, 0.25, seed=1)
     assert not {it["group"] for it in train} & {it["group"] for it in val}
     assert len(train) + len(val) == 300 and {it["label"] for it in val} == {0, 1}
     for budget, per_class in ((Budget.parse("4shot"), 4), (Budget.parse("10%"), None)):
         drawn = draw(train, budget, seed=3)
-        assert {it["voxels"] for it in drawn} <= {it["voxels"] for it in train}
+        assert {it["scan"] for it in drawn} <= {it["scan"] for it in train}
         for label in (0, 1):
             available = sum(it["label"] == label for it in train)
             assert sum(it["label"] == label for it in drawn) == (per_class or round(available * 0.1))
@@ -170,18 +175,18 @@ def test_splits_keep_each_group_on_one_side_and_budgets_draw_from_training_only(
 
 @pytest.mark.parametrize("spec", ["0%", "101%", "shot", "16"])
 def test_a_bad_budget_is_named(spec):
-    with pytest.raises(FinetuneDataError, match="budget must be"):
+    with pytest.raises(ConfigError, match="budget must be"):
         Budget.parse(spec)
 
 
 def test_bad_labels_and_encoders_are_named(ingested, tmp_path):
     stranger = tmp_path / "labels.csv"
     pd.DataFrame({"path": ["elsewhere.png"], "label": [1]}).to_csv(stranger, index=False)
-    with pytest.raises(FinetuneDataError, match="none of its 1 paths is an accepted row"):
+    with pytest.raises(DataError, match="none of its 1 paths is an accepted row"):
         run_finetune(finetune_config(ingested, tmp_path, labels=str(stranger)), QUIET)
-    with pytest.raises(FinetuneDataError, match="no labelled rows"):
+    with pytest.raises(DataError, match="no labelled rows"):
         run_finetune(finetune_config(ingested, tmp_path, labels=None), QUIET)
-    with pytest.raises(FinetuneDataError, match="encoder: model not found"):
+    with pytest.raises(RegistryError, match="encoder: model not found"):
         run_finetune(finetune_config(ingested, tmp_path, encoder=str(tmp_path / "none.pt")), QUIET)
 
 
@@ -229,7 +234,7 @@ def test_real_patients_with_several_x_rays_stay_on_one_side(sample_manifest):
     ingested, _ = sample_manifest
     labelled = labelled_items(ingested / "manifest.parquet", None, TEST_KEY, 2, 0, QUIET)
     for seed in range(5):
-        train, val = split(labelled, 0.3, seed)
+        train, val = validation_split(labelled, 0.3, seed)
         assert not {it["group"] for it in train} & {it["group"] for it in val}
         sizes = pd.Series([it["group"] for it in labelled]).value_counts()
         assert sorted(sizes)[-2:] == [8, 8]  # the two patients are two groups, not sixteen images
@@ -242,7 +247,7 @@ def test_the_registered_scorer_refuses_a_3d_detector_in_one_line(tmp_path):
     detector = Classifier(encoder, dim)
     detector.input_spec = {"spatial_dims": 3, "size": 16, "volume_side": 32}
     torch.save(detector, tmp_path / "detector.pt")
-    scorer = DetectorScorer()
+    scorer = ServedDetector()
     scorer.load_context(SimpleNamespace(artifacts={"detector": str(tmp_path / "detector.pt")}))
     with pytest.raises(ValueError, match="scores 3D volumes: ingest the series"):
         scorer.predict(None, [np.zeros((28, 28), np.uint8)])

@@ -11,7 +11,8 @@ import pytest
 from conftest import SAMPLE, SHARED, TEST_KEY, needs_shared
 from PIL import Image
 
-from pipeline.labels import LabelsError, read_labels
+from pipeline.data.labels import read_labels
+from pipeline.errors import LabelsError
 from pipeline.pseudonym import file_key, image_key, pseudonym
 
 CXR = SAMPLE / "cxr_nih1000"

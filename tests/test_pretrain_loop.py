@@ -7,9 +7,11 @@ from monai.data import ThreadDataLoader
 
 from models import METHODS
 from models.encoders import build_encoder
+from pipeline.data.augment import views
+from pipeline.data.transforms import KEY
 from pipeline.device import resolve
 from pipeline.pretrain.loop import load_checkpoint, save_checkpoint, seed_epoch, train_epoch
-from pipeline.pretrain.views import KEY, ViewPairs, dataset, views
+from pipeline.pretrain.views import ViewPairs, dataset
 
 
 def _setup(sample_manifest, method="moco"):

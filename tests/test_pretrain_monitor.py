@@ -14,9 +14,10 @@ from rich.console import Console
 
 from models.encoders import build_encoder
 from pipeline.config import load_config
-from pipeline.finetune.data import FinetuneDataError, split
-from pipeline.pretrain.monitor import embed_all, knn_auroc
-from pipeline.pretrain.run import knn_monitor
+from pipeline.data.labelled import validation_split
+from pipeline.errors import DataError
+from pipeline.inference import embed_all
+from pipeline.pretrain.monitor import knn_auroc, knn_monitor
 
 
 def _features(labels: np.ndarray, noise: float, seed: int) -> np.ndarray:
@@ -76,5 +77,5 @@ def test_too_few_labelled_images_switch_the_monitor_off_and_refuse_a_finetune_sp
     out = io.StringIO()
     assert knn_monitor(load_config(None).pretrain, rows, Console(file=out)) is None
     assert "kNN monitor off" in out.getvalue()
-    with pytest.raises(FinetuneDataError, match="label more"):
-        split(rows, 0.3, 0)
+    with pytest.raises(DataError, match="label more"):
+        validation_split(rows, 0.3, 0)

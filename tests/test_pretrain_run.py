@@ -19,8 +19,10 @@ from conftest import TINY_VIT
 from rich.console import Console
 
 import pipeline.pretrain.run as stage
-from pipeline.config import ConfigError, load_config
-from pipeline.pretrain.rows import PretrainDataError
+from pipeline.config import load_config
+from pipeline.errors import ConfigError, DataError
+from pipeline.pretrain.model import learning_rate
+from pipeline.pretrain.scans import usable_items
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 TINY = {
@@ -181,18 +183,16 @@ def test_3d_patches_of_the_ingested_volumes(sample_manifest, tmp_path, store):
 
 def test_bad_inputs_are_named(sample_manifest, tmp_path):
     ingested, _ = sample_manifest
-    with pytest.raises(PretrainDataError, match="manifest not found"):
+    with pytest.raises(DataError, match="manifest not found"):
         stage.run_pretrain(_config(tmp_path / "none.parquet", tmp_path), QUIET)
-    with pytest.raises(ConfigError, match=r"pretrain\.options/vit for moco"):
-        stage.build_model(
-            _config(ingested / "manifest.parquet", tmp_path, method="moco", options={"moco": {"x": 1}}).pretrain
-        )
+    with pytest.raises(ConfigError, match=r"pretrain\.options\.moco\.x"):  # an option the class does not take
+        _config(ingested / "manifest.parquet", tmp_path, method="moco", options={"moco": {"x": 1}})
     with pytest.raises(ConfigError, match="multiple of patch_size"):
-        stage.build_model(_config(ingested / "manifest.parquet", tmp_path, method="mae", size=30).pretrain)
+        _config(ingested / "manifest.parquet", tmp_path, method="mae", size=30)
 
 
 def test_learning_rate_warms_up_then_decays_to_zero():
-    rates = [stage.learning_rate(step, 100, 10, 1e-3) for step in range(100)]
+    rates = [learning_rate(step, 100, 10, 1e-3) for step in range(100)]
     assert rates[9] == pytest.approx(1e-3) and rates[0] == pytest.approx(1e-4)
     assert all(a >= b for a, b in itertools.pairwise(rates[9:])) and rates[-1] < 1e-6
 
@@ -213,7 +213,7 @@ def _damage(ingested: Path, tmp_path: Path) -> tuple[Path, dict[str, str]]:
 
 def test_unusable_files_are_skipped_with_a_named_reason_and_the_run_goes_on(sample_manifest, tmp_path, store):
     ingested, _ = sample_manifest
-    intact = stage.usable_items(ingested / "manifest.parquet", _config(ingested, tmp_path).pretrain, QUIET, "x")[0]
+    intact = usable_items(ingested / "manifest.parquet", _config(ingested, tmp_path).pretrain, QUIET, "x")[0]
     copy, expected = _damage(ingested, tmp_path)
     result = stage.run_pretrain(_config(copy / "manifest.parquet", tmp_path / "out", store, epochs=1), QUIET)
     assert result.items == len(intact) - 3 and np.isfinite(result.loss)
@@ -230,7 +230,7 @@ def test_a_manifest_with_no_usable_file_names_the_reasons(sample_manifest, tmp_p
     ingested, _ = sample_manifest
     copy = tmp_path / "ingested"
     shutil.copytree(ingested, copy, ignore=shutil.ignore_patterns("pretrain*", "mlruns", "volumes"))
-    with pytest.raises(PretrainDataError, match=r"no usable images or volumes .*'MISSING_FILE': \d+"):
+    with pytest.raises(DataError, match=r"no usable images or volumes .*'MISSING_FILE': \d+"):
         stage.run_pretrain(_config(copy / "manifest.parquet", tmp_path / "out"), QUIET)
 
 

@@ -7,19 +7,9 @@ import pytest
 import torch
 from monai.data import ThreadDataLoader
 
-from pipeline.pretrain.views import (
-    INDEX,
-    KEY,
-    VIEWS,
-    LoadVolumed,
-    RandViewd,
-    ViewPairs,
-    centred,
-    context,
-    dataset,
-    deterministic,
-    views,
-)
+from pipeline.data.augment import RandViewd, views
+from pipeline.data.transforms import INDEX, KEY, LoadVolumed, centred, context, deterministic
+from pipeline.pretrain.views import VIEWS, ViewPairs, dataset
 
 
 def _rows(out, manifest, kind):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.pretrain.volumes import load_volume, normalise
+from pipeline.data.volumes import load_volume, normalise
 
 
 def _row(manifest, predicate):

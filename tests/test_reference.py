@@ -44,7 +44,7 @@ def test_every_reference_is_covered():
 @needs_shared
 def test_whole_shared_archive(ingest, tmp_path):
     """`medssl ingest ../shared/data`: every row accepted or rejected with a named reason, references met."""
-    from pipeline.ingest.reasons import Reason
+    from pipeline.data.reasons import Reason
 
     result, manifest = ingest(SHARED)
     rejected = manifest[manifest.status == "rejected"]

@@ -16,7 +16,7 @@ from pydicom.uid import generate_uid
 from reference import match
 from series_tools import copy_series, move, real_series, slice_step
 
-from pipeline.ingest.reasons import Reason
+from pipeline.data.reasons import Reason
 
 
 def _drop_middle(dss):

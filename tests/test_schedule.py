@@ -8,7 +8,7 @@ import os
 from rich.console import Console
 
 from pipeline.config import load_config
-from pipeline.schedule import WEEKLY_STAGES, daily_config, partition, weekly_steps
+from pipeline.orchestrate.schedule import WEEKLY_STAGES, daily_config, partition, weekly_steps
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 

@@ -11,10 +11,11 @@ from conftest import finetune_config
 from rich.console import Console
 
 from pipeline.config import load_config
-from pipeline.evaluate.run import EvaluateError
-from pipeline.finetune.run import run_finetune
-from pipeline.score import COLUMNS, run_score
-from pipeline.tracking import set_alias
+from pipeline.errors import RegistryError
+from pipeline.finetune import run_finetune
+from pipeline.registry.store import set_alias
+from pipeline.score import run_score
+from pipeline.score.run import COLUMNS
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -57,9 +58,9 @@ def test_the_champion_scores_each_series_once_per_version(pneumonia_manifest, tm
 
 def test_an_unknown_alias_or_version_is_a_clear_error(pneumonia_manifest, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
-    with pytest.raises(EvaluateError, match="no such registered model or alias"):
+    with pytest.raises(RegistryError, match="no such registered model or alias"):
         _score(store, pneumonia_manifest, tmp_path / "s.csv", "models:/nothing@champion")
-    with pytest.raises(EvaluateError, match="model not found: models:/nothing/3"):
+    with pytest.raises(RegistryError, match="model not found: models:/nothing/3"):
         _score(store, pneumonia_manifest, tmp_path / "s.csv", "models:/nothing/3")
 
 

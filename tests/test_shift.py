@@ -12,9 +12,9 @@ import pytest
 from conftest import TINY_ENCODER
 from rich.console import Console
 
+from pipeline.adapt.shift import mmd_test, parse_side, read_side, run_shift
 from pipeline.config import load_config
-from pipeline.pretrain.rows import PretrainDataError
-from pipeline.shift import mmd_test, parse_side, read_side, run_shift
+from pipeline.errors import DataError
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -64,7 +64,7 @@ def test_a_side_names_a_site_and_an_unknown_site_is_a_clear_error(adult_manifest
     assert parse_side(f"{adult_manifest}:nih") == (adult_manifest, "nih")
     assert parse_side(str(adult_manifest)) == (adult_manifest, None)
     assert len({it["scan"] for it in read_side(f"{adult_manifest}:nih", 2, 0).rows}) == 24
-    with pytest.raises(PretrainDataError, match="no accepted scans of site 'other' \\(sites: nih\\)"):
+    with pytest.raises(DataError, match="no accepted scans of site 'other' \\(sites: nih\\)"):
         read_side(f"{adult_manifest}:other", 2, 0)
 
 

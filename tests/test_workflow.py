@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 
 import mlflow
 import pandas as pd
 import pytest
-from conftest import PNEUMONIA, TEST_KEY, TINY_ENCODER
+import yaml
+from conftest import PNEUMONIA, ROOT, TEST_KEY, TINY_ENCODER
 from rich.console import Console
 
-from pipeline.config import ConfigError, load_config
-from pipeline.finetune.data import labelled_items, split
-from pipeline.pretrain.rows import read_manifest
+from pipeline.config import load_config
+from pipeline.data.items import digest, items
+from pipeline.data.labelled import labelled_items, validation_split
+from pipeline.data.manifest import read_manifest
+from pipeline.errors import WorkflowError
+from pipeline.orchestrate.workflow import STAGES, Steps, run_workflow
+from pipeline.pretrain.scans import excluded_scans
 from pipeline.pseudonym import image_key
-from pipeline.workflow import STAGES, Steps, run_workflow
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
@@ -59,12 +64,26 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
     assert (tmp_path / "out" / "curve" / "label-efficiency.png").stat().st_size > 10_000
 
     # The encoder never saw the finetune split's validation part, even unlabelled: its AUROC is measured there.
+    # The run trained on the manifest's items less those of the validation part (the digest names them).
     manifest = tmp_path / "out" / "manifest.parquet"
     labelled = labelled_items(manifest, PNEUMONIA / "train" / "labels.csv", TEST_KEY, 2, 0, QUIET)
-    validation = {it["scan"] for it in split(labelled, config.finetune.val_fraction, config.finetune.seed)[1]}
-    seen = set(pd.read_parquet(tmp_path / "out" / "pretrain" / "manifest-pretrain.parquet").series_key)
-    assert validation and not validation & seen
-    assert seen | validation == set(read_manifest(manifest).series_key)
+    fine = config.finetune
+    validation = {it["scan"] for it in validation_split(labelled, fine.val_fraction, fine.seed)[1]}
+    rows = read_manifest(manifest)
+    trained = digest(items(rows[~rows.series_key.isin(validation)], manifest.parent, 2, 8))
+    recorded = json.loads((tmp_path / "out" / "pretrain" / "pretrain.json").read_text())["dataset_digest"]
+    assert validation and recorded == trained != digest(items(rows, manifest.parent, 2, 8))
+
+    # medssl pretrain with the run's settings (the exclusions it filled in) trains on exactly those scans.
+    settings = tmp_path / "run.yaml"
+    settings.write_text(yaml.safe_dump(config.model_dump(mode="json", exclude={"ingest": {"pseudonym_key"}})))
+    held = [tmp_path / "out" / "held-out" / "validation.parquet", PNEUMONIA / "val" / "labels.csv"]
+    args = ["pretrain", "--config", str(settings), "--manifest", str(manifest), "--out", str(tmp_path / "alone")]
+    args += [a for path in held for a in ("--exclude", str(path))] + ["--no-tracking"]
+    env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY}
+    proc = subprocess.run([str(ROOT / ".venv/bin/medssl"), *args], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "alone" / "pretrain.json").read_text())["dataset_digest"] == recorded
 
     mlflow.set_tracking_uri(config.tracking.uri)
     runs = mlflow.search_runs(experiment_names=["medssl"], output_format="list")
@@ -83,12 +102,12 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
 
 def test_run_names_what_it_needs(tmp_path, dask_scheduler):
     config = _config(tmp_path, dask_scheduler)
-    with pytest.raises(ConfigError, match="no stage train"):
+    with pytest.raises(WorkflowError, match="no stage train"):
         run_workflow(config, QUIET, force=["train"])
-    with pytest.raises(ConfigError, match="ingest always redoes what is new or changed"):
+    with pytest.raises(WorkflowError, match="ingest always redoes what is new or changed"):
         run_workflow(config, QUIET, force=["ingest"])
     bare = config.model_copy(update={"evaluate": config.evaluate.model_copy(update={"labels": None})})
-    with pytest.raises(ConfigError, match=r"evaluate\.labels"):
+    with pytest.raises(WorkflowError, match=r"evaluate\.labels"):
         run_workflow(bare, QUIET)
 
 
@@ -118,5 +137,6 @@ def test_pretraining_holds_out_an_evaluation_set_of_one_class_too(pneumonia_mani
     pd.DataFrame({"path": normals, "label": 0}).to_csv(tmp_path / "normals.csv", index=False)
     config = _config(tmp_path, dask_scheduler)
     evaluate = config.evaluate.model_copy(update={"labels": tmp_path / "normals.csv"})
-    held = Steps(config.model_copy(update={"evaluate": evaluate}), QUIET, tmp_path).held_out(pneumonia_manifest)
+    steps = Steps(config.model_copy(update={"evaluate": evaluate}), QUIET, tmp_path)
+    held = excluded_scans(pneumonia_manifest, steps.pretrain_config(pneumonia_manifest).exclude, TEST_KEY, QUIET)
     assert {image_key(TEST_KEY.encode(), p) for p in normals} <= held

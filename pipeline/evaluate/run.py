@@ -17,31 +17,23 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 from rich.console import Console
 from rich.table import Table
-from torch import nn
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
+from pipeline.data.labels import read_labels
+from pipeline.data.manifest import read_rows
+from pipeline.data.reasons import Reason
 from pipeline.device import resolve
+from pipeline.errors import EvaluateError
 from pipeline.evaluate.metrics import bootstrap
-from pipeline.finetune.data import FinetuneDataError
-from pipeline.finetune.fit import score
-from pipeline.finetune.run import InputSpec, input_spec
+from pipeline.inference import input_spec, scan_scores
 from pipeline.ingest import run_ingest
-from pipeline.ingest.reasons import Reason
-from pipeline.labels import read_labels
-from pipeline.plots import roc_png
-from pipeline.pretrain.rows import items
-from pipeline.pretrain.screen import screen
-from pipeline.pretrain.views import load_fixed
 from pipeline.pseudonym import file_key, label_key, read_key
-from pipeline.tracking import load_model, log_artifact, log_metrics, stage_run
-
-
-class EvaluateError(ValueError):
-    """A model or label set that cannot be evaluated; the message says why."""
+from pipeline.registry.store import load_model
+from pipeline.report import roc_png
+from pipeline.tracking import log_artifact, log_metrics, stage_run
 
 
 @dataclass(frozen=True)
@@ -67,33 +59,13 @@ def _ingest(config: Config, out: Path, paths: list[str], labels: Path, console: 
     return run_ingest(inner, console).manifest
 
 
-def scan_scores(
-    model: nn.Module, rows: pd.DataFrame, root: Path, spec: InputSpec, slices: int, device: torch.device
-) -> pd.DataFrame:
-    """One row per scan (manifest ``series_key``): its label (None when it has none) and mean score over its
-    items (volume slices). Files that are missing or changed since ingest are left out."""
-    usable, _ = screen(items(rows, root, spec.spatial_dims, slices), root)
-    if not usable:
-        return pd.DataFrame(columns=["scan", "label", "score"])
-    images = load_fixed(usable, spec.spatial_dims, spec.size, spec.volume_side)
-    table = pd.DataFrame({"scan": [it["scan"] for it in usable], "label": [it["label"] for it in usable]})
-    table["score"] = score(model, images, device)
-    return table.groupby("scan", as_index=False).agg(label=("label", "first"), score=("score", "mean"))
-
-
 def run_evaluate(config: Config, console: Console) -> EvaluateResult:
     """Score every labelled image of ``evaluate.labels`` with ``evaluate.model``; write and log the metrics."""
     cfg = config.evaluate
     if cfg.model is None or cfg.labels is None:
         raise EvaluateError("evaluate needs a model (--model) and a label CSV (--labels)")
-    try:
-        model, tags = load_model(cfg.model, config.tracking)
-    except FileNotFoundError as exc:
-        raise EvaluateError(str(exc)) from None
-    try:
-        spec = input_spec(model, tags, None)
-    except FinetuneDataError as exc:
-        raise EvaluateError(str(exc)) from None
+    model, tags = load_model(cfg.model, config.tracking)
+    spec = input_spec(model, tags, None)
     listed = {path: row.label for path, row in read_labels(cfg.labels).items() if row.label is not None}
     if not listed:
         raise EvaluateError(f"{cfg.labels}: no row with a 0/1 label")
@@ -103,7 +75,7 @@ def run_evaluate(config: Config, console: Console) -> EvaluateResult:
         raise EvaluateError(f"{cfg.labels}: none of the listed images exists")
     manifest = _ingest(config, out, present, cfg.labels, console)
     key = read_key(config.ingest.secret(), manifest.parent) or b""
-    rows = pd.read_parquet(manifest)
+    rows = read_rows(manifest)
     accepted = rows[rows.status == "accepted"].reset_index(drop=True)
     device = resolve(config.finetune.device).device
     scored = scan_scores(model, accepted, manifest.parent, spec, config.pretrain.slices_per_volume, device)

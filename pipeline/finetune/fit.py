@@ -26,8 +26,8 @@ from torch import nn
 from models.batchnorm import estimate_batchnorm
 from models.detectors import Classifier, NormalBank
 from pipeline.config import FinetuneConfig
-from pipeline.pretrain.monitor import embed_all
-from pipeline.pretrain.views import RandViewd
+from pipeline.data.augment import RandViewd
+from pipeline.inference import embed_all
 
 
 def fit_linear(
@@ -102,12 +102,3 @@ def fit_oneclass(
     normals = images[torch.as_tensor(labels == 0)]
     bank = torch.as_tensor(embed_all(encoder, normals, device))
     return NormalBank(encoder.cpu(), bank, cfg.oneclass_k, cfg.oneclass_metric)
-
-
-@torch.no_grad()
-def score(detector: nn.Module, images: torch.Tensor, device: torch.device, batch_size: int = 128) -> np.ndarray:
-    """Anomaly scores (higher: more likely abnormal) of ``images``, in eval mode."""
-    detector.to(device).eval()
-    parts = [detector(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    detector.cpu()
-    return torch.cat(parts).numpy()

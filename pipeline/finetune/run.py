@@ -14,38 +14,27 @@ import copy
 import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from models.encoders import build_encoder
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Config, FinetuneConfig
+from pipeline.data.augment import views
+from pipeline.data.budget import Budget, draw
+from pipeline.data.items import digest, scans
+from pipeline.data.labelled import labelled_items, validation_split
 from pipeline.device import resolve
-from pipeline.finetune.data import Budget, FinetuneDataError, draw, labelled_items, split
-from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass, score
-from pipeline.pretrain.rows import digest
-from pipeline.pretrain.views import load_fixed, views
+from pipeline.errors import FinetuneError
+from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass
+from pipeline.inference import InputSpec, adapted_to, load_encoder, scan_auroc, score
+from pipeline.registry.store import CHALLENGER, detector_name, log_detector
 from pipeline.report import report_table
-from pipeline.tracking import load_model, log_artifact, log_metrics, log_scorer, stage_run
-
-ALIAS = "challenger"
-
-
-@dataclass(frozen=True)
-class InputSpec:
-    """How to feed an encoder: what ``pretrain`` trained it on."""
-
-    spatial_dims: int
-    size: int
-    volume_side: int
+from pipeline.tracking import log_artifact, log_metrics, stage_run
 
 
 @dataclass(frozen=True)
@@ -69,47 +58,6 @@ class FinetuneResult:
     @property
     def sd(self) -> float:
         return float(np.std(self.val_auroc, ddof=1)) if len(self.val_auroc) > 1 else 0.0
-
-
-def load_encoder(config: Config, seed: int) -> tuple[nn.Module, InputSpec]:
-    """The encoder ``finetune.encoder`` names, and how to feed it (from the module, its registry tags, or
-    for ``scratch`` and older encoders, the pretrain settings)."""
-    ref, pre = config.finetune.encoder, config.pretrain
-    fallback = InputSpec(pre.spatial_dims, pre.size, pre.volume_side)
-    if ref == "scratch":
-        torch.manual_seed(seed)
-        return build_encoder(pre.spatial_dims, 1, pre.encoder.widths, pre.encoder.layers)[0], fallback
-    try:
-        module, tags = load_model(ref, config.tracking)
-    except FileNotFoundError as exc:
-        raise FinetuneDataError(f"encoder: {exc}; or finetune from scratch") from None
-    return module, input_spec(module, tags, fallback)
-
-
-def adapted_to(module: nn.Module) -> str | None:
-    """The digest of the target scans a detector (or its encoder) was adapted to (medssl adapt), or None."""
-    return getattr(module, "adapted_to", None) or getattr(getattr(module, "encoder", None), "adapted_to", None)
-
-
-def input_spec(module: nn.Module, tags: dict[str, str], fallback: InputSpec | None) -> InputSpec:
-    """What a saved encoder or detector takes: its own ``input_spec``, else its registry tags, else
-    ``fallback`` (None: a ``FinetuneDataError``, since guessing would score garbage)."""
-    spec = getattr(module, "input_spec", None)
-    if spec:
-        return InputSpec(**spec)
-    volume_side = fallback.volume_side if fallback else 128
-    if "input_size" in tags:
-        return InputSpec(int(tags["spatial_dims"]), int(tags["input_size"]), volume_side)
-    if fallback is None:
-        raise FinetuneDataError("the model does not say what input it takes (no input_spec, no input_size tag)")
-    return fallback
-
-
-def scan_auroc(items: list[dict[str, Any]], scores: np.ndarray) -> float:
-    """AUROC over scans: the scores of one scan's items (slices) are averaged first."""
-    per_scan = pd.DataFrame({"scan": [it["voxels"] for it in items], "label": [it["label"] for it in items]})
-    per_scan = per_scan.assign(score=scores).groupby("scan").agg(label=("label", "first"), score=("score", "mean"))
-    return float(roc_auc_score(per_scan.label, per_scan.score))
 
 
 def _fit(
@@ -136,10 +84,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
     """Fit ``seeds`` detectors on a budget of labels, score the validation scans, register the first."""
     cfg = config.finetune
     if cfg.manifest is None:
-        raise FinetuneDataError("no manifest given: pass --manifest or set finetune.manifest")
+        raise FinetuneError("no manifest given: pass --manifest or set finetune.manifest")
     budget = Budget.parse(cfg.budget)
     device = resolve(cfg.device).device
-    encoder, spec = load_encoder(config, cfg.seed)
+    encoder, spec = load_encoder(cfg.encoder, config.pretrain, config.tracking, cfg.seed)
     classes = frozenset({0}) if cfg.mode == "oneclass" else frozenset({0, 1})
     labelled = labelled_items(
         cfg.manifest,
@@ -157,10 +105,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             "check the detector with medssl evaluate on a labelled set[/]"
         )
     else:
-        train, val = split(labelled, cfg.val_fraction, cfg.seed)
-    val_images = load_fixed(val, spec.spatial_dims, spec.size, spec.volume_side) if val else None
+        train, val = validation_split(labelled, cfg.val_fraction, cfg.seed)
+    val_images = spec.load(val) if val else None
     pool = {id(it): i for i, it in enumerate(train)}
-    train_images = load_fixed(train, spec.spatial_dims, spec.size, spec.volume_side)
+    train_images = spec.load(train)
     out = cfg.out or cfg.manifest.parent / "finetune"
     tags = {"medssl.mode": cfg.mode, "medssl.budget": cfg.budget, "medssl.dataset_digest": digest(labelled)}
     aurocs, used, first = [], [], None
@@ -172,10 +120,14 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             chosen = draw(train, budget, seed, tuple(sorted(classes)))
             index = torch.as_tensor([pool[id(it)] for it in chosen])
             labels = np.array([it["label"] for it in chosen])
-            start = load_encoder(config, seed)[0] if cfg.encoder == "scratch" else copy.deepcopy(encoder)
+            start = (
+                load_encoder(cfg.encoder, config.pretrain, config.tracking, seed)[0]
+                if cfg.encoder == "scratch"
+                else copy.deepcopy(encoder)
+            )
             detector = _fit(start, train_images[index], labels, cfg, spec, seed, device)
             aurocs.append(scan_auroc(val, score(detector, val_images, device)) if val else float("nan"))
-            used.append(len({it["voxels"] for it in chosen}))
+            used.append(len(scans(chosen)))
             log_metrics({"labels_used": used[-1]} | ({"val_auroc": aurocs[-1]} if val else {}), step=repeat)
             if first is None:
                 first = detector
@@ -188,8 +140,8 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             mode=cfg.mode,
             budget=cfg.budget,
             encoder=cfg.encoder,
-            labelled=len({it["voxels"] for it in labelled}),
-            validation_scans=len({it["voxels"] for it in val}),
+            labelled=len(scans(labelled)),
+            validation_scans=len(scans(val)),
             val_auroc=aurocs,
             labels_used=used,
         )
@@ -214,7 +166,7 @@ def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, s
     }
     if (target := adapted_to(detector)) is not None:  # its encoder was pretrained on, or adapted to, a target
         tags["adapted_to"] = target
-    uri = log_scorer(result.detector, f"{cfg.name}-detector", cfg.register_detector, tags, alias=ALIAS)
+    uri = log_detector(result.detector, detector_name(cfg.name), cfg.register_detector, tags, alias=CHALLENGER)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "detector": str(result.detector)}
     summary.update(val_auroc_mean=result.mean, val_auroc_sd=result.sd)

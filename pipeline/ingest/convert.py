@@ -11,14 +11,14 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from pipeline.images import read_image, volume_layout
+from pipeline.data.images import read_image, volume_layout
+from pipeline.data.reasons import Reason, Rejected, describe
 from pipeline.ingest.group import StackPlan
 from pipeline.ingest.headers import ImageFileHeader
+from pipeline.ingest.manifest_rows import image_row, stack_row
 from pipeline.ingest.nifti import pack_colour, write_nifti
 from pipeline.ingest.pixels import read_planes
-from pipeline.ingest.reasons import Reason, Rejected, describe
 from pipeline.ingest.resample import resample_layout
-from pipeline.ingest.rows import image_row, stack_row
 
 
 def nifti_name(key: str, compress: bool) -> str:

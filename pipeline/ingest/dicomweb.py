@@ -34,6 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from pipeline.atomic import write_text
 from pipeline.config import DicomwebConfig
+from pipeline.errors import DicomwebError
 from pipeline.pseudonym import pseudonym
 
 if TYPE_CHECKING:
@@ -49,10 +50,6 @@ AS_STORED = (("application/dicom", "*"),)
 STUDY_UID, STUDY_DATE, N_INSTANCES = "0020000D", "00080020", "00201208"
 SEARCH_PAGE = 1000  # studies asked for per QIDO-RS request
 LEDGER_FLUSH_S = 1.0  # at most one ledger rewrite a second; a study a kill leaves out of it is adopted next run
-
-
-class DicomwebError(RuntimeError):
-    """The pull cannot run at all (bad URL, server unreachable, staging unusable); one line, no identifiers."""
 
 
 class _Empty(Exception):

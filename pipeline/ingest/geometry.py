@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from pipeline.data.reasons import Reason, Rejected
 from pipeline.ingest.headers import Frame
-from pipeline.ingest.reasons import Reason, Rejected
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 POSITION_TOLERANCE_MM = 0.01

@@ -27,7 +27,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
-from pipeline.ingest.reasons import Reason, Rejected, describe
+from pipeline.data.reasons import Reason, Rejected, describe
 from pipeline.pseudonym import pseudonym, scrub
 
 # Modalities whose images are projections or 2D acquisitions: each file is one image, never a stack.

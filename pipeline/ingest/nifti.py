@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 
 from pipeline.atomic import atomic_path
+from pipeline.data.manifest import voxel_digest
 
 RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
 
@@ -32,13 +32,6 @@ def pack_colour(arr: np.ndarray) -> np.ndarray:
     if arr.ndim == 4:  # (x, y, z, c) -> (x, y, z, 1, c)
         arr = arr[:, :, :, None, :]
     return arr
-
-
-def voxel_digest(arr: np.ndarray) -> str:
-    """sha256 of shape, dtype and voxels: equal digests mean equal images, whatever the file's compression."""
-    h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
-    h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
 
 
 def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float = 1.0, intercept: float = 0.0) -> str:

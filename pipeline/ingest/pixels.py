@@ -6,8 +6,8 @@ import numpy as np
 import pydicom
 from pydicom.pixels import apply_color_lut
 
+from pipeline.data.reasons import Reason, Rejected, describe
 from pipeline.ingest.headers import DicomHeader
-from pipeline.ingest.reasons import Reason, Rejected, describe
 
 NATIVE = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 

@@ -20,33 +20,29 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from distributed import as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from pipeline import tracking
-from pipeline.atomic import atomic_path, write_text
+from pipeline.atomic import write_text
 from pipeline.cluster import dask_client
 from pipeline.config import Config, IngestConfig
+from pipeline.data.labels import LabelRow, read_labels
+from pipeline.data.manifest import MANIFEST, write_manifest
+from pipeline.errors import IngestError
 from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
-from pipeline.ingest.dicomweb import DicomwebError, PullResult, pull_studies
+from pipeline.ingest.dicomweb import PullResult, pull_studies
 from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
-from pipeline.ingest.rows import COLUMNS, file_rejection_row, input_digest, stack_row
-from pipeline.labels import LabelRow, read_labels
+from pipeline.ingest.manifest_rows import file_rejection_row, input_digest, stack_row
 from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key, scrub
 
 log = logging.getLogger(__name__)
-MANIFEST = "manifest.parquet"
 JOURNAL_DIR = ".journal"
 IMAGES_PER_TASK = 64
-
-
-class IngestError(RuntimeError):
-    """A problem with the request itself (no sources, unusable output folder), not with one input file."""
 
 
 @dataclass
@@ -132,20 +128,6 @@ class Journal:
         write_text(keep, "".join(json.dumps(r) + "\n" for r in rows.values()))
         for seg in old:
             seg.unlink(missing_ok=True)
-
-
-def write_manifest(rows: Iterable[dict[str, Any]], path: Path) -> pd.DataFrame:
-    """Write the manifest atomically, columns in contract order, one row per series key."""
-    df = pd.DataFrame(list(rows), columns=list(COLUMNS))
-    for col, dtype in COLUMNS.items():
-        if dtype == "string":
-            df[col] = df[col].fillna("").astype(dtype)
-        elif dtype != "object":
-            df[col] = df[col].astype(dtype)
-    df = df.sort_values(["status", "series_key"], kind="stable").reset_index(drop=True)
-    with atomic_path(path) as tmp:
-        df.to_parquet(tmp, index=False)
-    return df
 
 
 def _settings(cfg: IngestConfig) -> str:
@@ -320,10 +302,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     pull: PullResult | None = None
     if cfg.dicomweb.url:
         staging = Path(cfg.dicomweb.staging or out_dir / "staging")
-        try:
-            pull = pull_studies(cfg.dicomweb, staging, secret, console)
-        except DicomwebError as exc:
-            raise IngestError(str(exc)) from None
+        pull = pull_studies(cfg.dicomweb, staging, secret, console)  # a DicomwebError is an IngestError
         sources.append(staging)
     journal = Journal(out_dir)
     previous = journal.load()
@@ -435,4 +414,4 @@ def summary_table(result: IngestResult) -> Table:
     return table
 
 
-__all__ = ["IngestError", "IngestResult", "PullResult", "nifti_name", "run_ingest", "summary_table"]
+__all__ = ["IngestResult", "PullResult", "nifti_name", "run_ingest", "summary_table"]

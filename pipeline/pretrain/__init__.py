@@ -1,1 +1,5 @@
-"""Pretrain: self-supervised encoders on the ingested, unlabeled scans (work in progress, issue 4)."""
+"""Pretrain: a self-supervised encoder (SimCLR, MoCo, DINO, MAE; 2D or 3D) on the ingested, unlabeled scans."""
+
+from pipeline.pretrain.run import PretrainResult, run_pretrain, summary_table
+
+__all__ = ["PretrainResult", "run_pretrain", "summary_table"]

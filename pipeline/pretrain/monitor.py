@@ -6,25 +6,19 @@ the representation, not a classifier fitted on top.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
+from rich.console import Console
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-
-@torch.no_grad()
-def embed_all(
-    model: nn.Module, images: torch.Tensor, device: torch.device | str = "cpu", batch_size: int = 64
-) -> np.ndarray:
-    """L2-normalised embeddings of ``images`` (N, C, ...) from ``model.embed`` (an SSL method) or
-    ``model`` itself (an encoder), in eval mode on ``device``. Encoders arrive on the CPU (loaded from the
-    registry or built): the model goes to ``device`` for the pass and back to where it was after."""
-    was_training, home = model.training, next(model.parameters()).device
-    model.to(device).eval()
-    features = getattr(model, "embed", model)
-    parts = [features(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
-    model.to(home).train(was_training)
-    return torch.nn.functional.normalize(torch.cat(parts), dim=1).numpy()
+from pipeline.config import PretrainConfig
+from pipeline.data.items import Item, group_split
+from pipeline.data.transforms import load_fixed
+from pipeline.inference import embed_all
+from pipeline.pretrain.scans import usable_items
 
 
 def knn_auroc(
@@ -44,3 +38,45 @@ def knn_auroc(
     weights = np.exp(np.take_along_axis(similarity, neighbours, axis=1) / temperature)
     scores = (weights * train_y[neighbours]).sum(axis=1) / weights.sum(axis=1)
     return float(roc_auc_score(val_y, scores))
+
+
+def knn_split(bank: list[Item], query: list[Item] | None, fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
+    """(bank, queries) of labelled items; without queries, a stratified, group-disjoint share of the bank."""
+    bank = [it for it in bank if it["label"] is not None]
+    if query is not None:
+        return bank, [it for it in query if it["label"] is not None]
+    return group_split(bank, fraction, seed)
+
+
+class KnnMonitor:
+    """Labelled bank and query images, loaded once with the fixed (centred) transform."""
+
+    def __init__(self, bank: list[Item], query: list[Item], cfg: PretrainConfig, k: int) -> None:
+
+        def load(rows: list[Item]) -> tuple[torch.Tensor, np.ndarray]:
+            images = load_fixed(rows, cfg.spatial_dims, cfg.size, cfg.volume_side)
+            return images, np.array([r["label"] for r in rows])
+
+        (self.bank, self.bank_y), (self.query, self.query_y) = load(bank), load(query)
+        self.k = k
+
+    def __call__(self, model: nn.Module, device: torch.device) -> float:
+        bank, query = embed_all(model, self.bank, device), embed_all(model, self.query, device)
+        return knn_auroc(bank, self.bank_y, query, self.query_y, k=self.k)
+
+
+def knn_monitor(cfg: PretrainConfig, train: list[Item], console: Console) -> KnnMonitor | None:
+    """The configured monitor (bank and queries from ``cfg.monitor``, else held out of ``train``), or None."""
+    if cfg.monitor.every == 0:
+        return None
+
+    def labelled(path: Path | None) -> list[Item] | None:
+        return None if path is None else usable_items(path, cfg, console, "kNN monitor")[0]
+
+    bank = labelled(cfg.monitor.bank) or train
+    bank, query = knn_split(bank, labelled(cfg.monitor.query), cfg.monitor.query_fraction, cfg.seed)
+    classes = {it["label"] for it in query}, {it["label"] for it in bank}
+    if classes[0] != {0, 1} or classes[1] != {0, 1}:
+        console.print("kNN monitor off: it needs labelled normal and abnormal images in the bank and the queries.")
+        return None
+    return KnnMonitor(bank, query, cfg, cfg.monitor.k)

@@ -8,9 +8,7 @@ run; a finished one with the same fingerprint is not run again.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -28,33 +26,22 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
-from models import MAE, METHODS
-from models.detectors import Classifier, NormalBank
-from models.encoders import build_encoder
-from models.momentum import MomentumPair
 from pipeline.atomic import atomic_path, write_text
-from pipeline.config import Config, ConfigError, PretrainConfig, TrackingConfig
+from pipeline.config import Config, PretrainConfig, TrackingConfig
+from pipeline.data.augment import views
+from pipeline.data.items import Item, digest
+from pipeline.data.screen import SkippedFile, reason_counts
+from pipeline.data.transforms import KEY, centred
 from pipeline.device import DeviceSetup, init_distributed, resolve
+from pipeline.errors import DataError, PretrainError, RegistryError
 from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
-from pipeline.pretrain.monitor import embed_all, knn_auroc
-from pipeline.pretrain.rows import PretrainDataError, digest, items, knn_split, read_manifest
-from pipeline.pretrain.screen import SkippedFile, reason_counts, screen_and_report
-from pipeline.pretrain.views import KEY, ViewPairs, centred, dataset, load_fixed, views
+from pipeline.pretrain.model import build_model, fingerprint, learning_rate, start_from
+from pipeline.pretrain.monitor import knn_monitor
+from pipeline.pretrain.scans import training_items
+from pipeline.pretrain.views import ViewPairs, dataset
+from pipeline.registry.store import ADAPTED, encoder_name, log_model, pin_model
 from pipeline.report import report_table
-from pipeline.tracking import (
-    load_model,
-    log_artifact,
-    log_metrics,
-    log_model,
-    log_table_input,
-    pin_model,
-    stage_run,
-)
-
-# Settings that change what is trained; the others (paths, cache, monitor, device) can differ on resume.
-_TRAINING_KEYS = ("method", "spatial_dims", "size", "volume_side", "slices_per_volume", "epochs", "batch_size")
-_TRAINING_KEYS += ("lr", "weight_decay", "warmup_epochs", "seed", "encoder", "views", "patch_size", "vit", "options")
-_TRAINING_KEYS += ("init",)
+from pipeline.tracking import log_artifact, log_metrics, log_table_input, stage_run
 
 
 @dataclass(frozen=True)
@@ -73,93 +60,6 @@ class PretrainResult:
     images_per_s: float
     files_skipped: dict[str, int] = field(default_factory=dict)  # {reason: files} set aside by the screen
     skipped: bool = False
-
-
-def build_model(cfg: PretrainConfig, in_channels: int = 1) -> nn.Module:
-    """The method's module from config; unknown ``options`` or ``vit`` keys are a config error."""
-    dims, options = cfg.spatial_dims, cfg.options.get(cfg.method, {})
-    try:
-        if cfg.method == "mae":
-            if cfg.size % cfg.patch_size:
-                raise ConfigError(f"pretrain.size ({cfg.size}) must be a multiple of patch_size ({cfg.patch_size})")
-            return MAE((cfg.size,) * dims, (cfg.patch_size,) * dims, in_channels, **cfg.vit, **options)
-        if len(cfg.encoder.widths) != len(cfg.encoder.layers):
-            raise ConfigError("pretrain.encoder.widths and layers need one entry per stage each")
-        encoder, feature_dim = build_encoder(dims, in_channels, cfg.encoder.widths, cfg.encoder.layers)
-        return METHODS[cfg.method](encoder, feature_dim, **options)
-    except TypeError as exc:  # an option the method's class does not take
-        raise ConfigError(f"pretrain.options/vit for {cfg.method}: {exc}") from None
-
-
-def start_from(model: nn.Module, ref: str, tracking: TrackingConfig) -> None:
-    """Load the encoder ``ref`` names (or a detector's encoder) into ``model``'s encoder, and into its
-    momentum copy, so training continues from it."""
-    try:
-        source, _ = load_model(ref, tracking)
-    except FileNotFoundError as exc:
-        raise ConfigError(f"pretrain.init: {exc}") from None
-    source = source.encoder if isinstance(source, Classifier | NormalBank) else source
-    try:
-        model.encoder.load_state_dict(source.state_dict())
-    except RuntimeError:
-        raise ConfigError(f"pretrain.init: {ref} does not have the shape of pretrain.encoder (or vit)") from None
-    if isinstance(model, MomentumPair):
-        model.sync_target()
-
-
-def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
-    """Linear warm-up to ``peak``, then a half cosine to zero (SimCLR, MoCo v3, DINO, MAE all use it)."""
-    if step < warmup:
-        return peak * (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return peak * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def fingerprint(cfg: PretrainConfig, data_digest: str) -> str:
-    training = cfg.model_dump(mode="json", include=set(_TRAINING_KEYS))
-    return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]
-
-
-class KnnMonitor:
-    """Labelled bank and query images, loaded once with the fixed (centred) transform."""
-
-    def __init__(self, bank: list[dict[str, Any]], query: list[dict[str, Any]], cfg: PretrainConfig, k: int) -> None:
-
-        def load(rows: list[dict[str, Any]]) -> tuple[torch.Tensor, np.ndarray]:
-            images = load_fixed(rows, cfg.spatial_dims, cfg.size, cfg.volume_side)
-            return images, np.array([r["label"] for r in rows])
-
-        (self.bank, self.bank_y), (self.query, self.query_y) = load(bank), load(query)
-        self.k = k
-
-    def __call__(self, model: nn.Module, device: torch.device) -> float:
-        bank, query = embed_all(model, self.bank, device), embed_all(model, self.query, device)
-        return knn_auroc(bank, self.bank_y, query, self.query_y, k=self.k)
-
-
-def usable_items(
-    manifest: Path, cfg: PretrainConfig, console: Console, role: str
-) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
-    """The manifest's items for this run, less the files that fail the screen (each named, with its reason)."""
-    candidates = items(read_manifest(manifest), manifest.parent, cfg.spatial_dims, cfg.slices_per_volume)
-    return screen_and_report(candidates, manifest.parent, console, role, cfg.cache_workers)
-
-
-def knn_monitor(cfg: PretrainConfig, train: list[dict[str, Any]], console: Console) -> KnnMonitor | None:
-    """The configured monitor (bank and queries from ``cfg.monitor``, else held out of ``train``), or None."""
-    if cfg.monitor.every == 0:
-        return None
-
-    def labelled(path: Path | None) -> list[dict[str, Any]] | None:
-        return None if path is None else usable_items(path, cfg, console, "kNN monitor")[0]
-
-    bank = labelled(cfg.monitor.bank) or train
-    bank, query = knn_split(bank, labelled(cfg.monitor.query), cfg.monitor.query_fraction, cfg.seed)
-    classes = {it["label"] for it in query}, {it["label"] for it in bank}
-    if classes[0] != {0, 1} or classes[1] != {0, 1}:
-        console.print("kNN monitor off: it needs labelled normal and abnormal images in the bank and the queries.")
-        return None
-    return KnnMonitor(bank, query, cfg, cfg.monitor.k)
 
 
 def _finished(out: Path, fp: str, published: str | None) -> PretrainResult | None:
@@ -223,30 +123,32 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     """Pretrain ``config.pretrain.method`` on the manifest's accepted rows; log, save and register the encoder."""
     cfg = config.pretrain
     if cfg.manifest is None:
-        raise PretrainDataError("no manifest given: pass --manifest or set pretrain.manifest")
-    train, skipped = usable_items(cfg.manifest, cfg, console, "pretrain")
+        raise PretrainError("no manifest given: pass --manifest or set pretrain.manifest")
+    train, skipped = training_items(cfg.manifest, cfg, config.ingest.secret(), console)
     if not train:
         wanted = "volumes (depth > 1)" if cfg.spatial_dims == 3 else "images or volumes"
         unusable = f" ({len(skipped)} unusable: {reason_counts(skipped)})" if skipped else ""
-        raise PretrainDataError(f"{cfg.manifest}: no usable {wanted} for spatial_dims={cfg.spatial_dims}{unusable}")
+        raise DataError(f"{cfg.manifest}: no usable {wanted} for spatial_dims={cfg.spatial_dims}{unusable}")
     data_digest = digest(train)
     out = cfg.out or cfg.manifest.parent / "pretrain"
     trained = cfg
     if cfg.init is not None:  # the version it names now: an alias that has moved since means another run
         try:
             name, version, ref = pin_model(cfg.init, config.tracking)
-        except FileNotFoundError as exc:
-            raise ConfigError(f"pretrain.init: {exc}") from None
+        except RegistryError as exc:
+            raise PretrainError(f"pretrain.init: {exc}") from None
         cfg = cfg.model_copy(update={"init": ref})  # loaded, and named in the lineage, as that version
         trained = cfg.model_copy(update={"init": f"{name}@{version}"})  # a file by its digest, wherever it lies
     fp = fingerprint(trained, data_digest)
-    published = (f"models:/{cfg.name}-encoder/" if cfg.register_encoder else "") if config.tracking.enabled else None
+    published = (
+        (f"models:/{encoder_name(cfg.name)}/" if cfg.register_encoder else "") if config.tracking.enabled else None
+    )
     if (done := _finished(out, fp, published)) is not None:
         return done
     setup = resolve(cfg.device, cfg.amp)
     init_distributed(setup)
     if len(train) // setup.world_size < 2:
-        raise PretrainDataError(f"{cfg.manifest}: {len(train)} training items; each process needs at least 2")
+        raise DataError(f"{cfg.manifest}: {len(train)} training items; each process needs at least 2")
 
     torch.manual_seed(cfg.seed)
     model = build_model(cfg)
@@ -358,7 +260,7 @@ def _write_skipped(path: Path, skipped: list[SkippedFile]) -> None:
     write_text(path, pd.DataFrame([asdict(s) for s in skipped]).to_csv(index=False))
 
 
-def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: str, item: dict) -> PretrainResult:
+def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: str, item: Item) -> PretrainResult:
     """Save the encoder beside the checkpoint, log and register it, and write the stage's summary."""
     encoder = model.encoder.cpu().eval()
     # What a later stage needs to feed it, carried by the module itself (file or registry alike).
@@ -378,8 +280,8 @@ def _publish(model: nn.Module, result: PretrainResult, cfg: PretrainConfig, fp: 
     alias = cfg.method
     if cfg.init is not None:  # an adapted encoder gets its own alias: @<method> stays the archive's encoder
         tags.update(adapted_from=cfg.init, adapted_to=result.dataset_digest)
-        alias = f"{cfg.method}-adapted"
-    uri = log_model(encoder, example, f"{cfg.name}-encoder", cfg.register_encoder, tags, alias=alias)
+        alias = f"{cfg.method}{ADAPTED}"
+    uri = log_model(encoder, example, encoder_name(cfg.name), cfg.register_encoder, tags, alias=alias)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "encoder": str(result.encoder), "fingerprint": fp}
     summary.pop("skipped")

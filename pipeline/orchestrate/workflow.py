@@ -20,16 +20,19 @@ from typing import Any
 from rich.console import Console
 
 from pipeline.atomic import write_text
-from pipeline.config import Config, ConfigError
+from pipeline.config import Config, PretrainConfig
 from pipeline.curve import run_curve
-from pipeline.evaluate.run import run_evaluate
-from pipeline.finetune.data import FinetuneDataError, labelled_items, labelled_rows, split
-from pipeline.finetune.run import run_finetune
+from pipeline.data.items import digest, items, scans
+from pipeline.data.labelled import labelled_items, validation_split
+from pipeline.data.manifest import read_manifest, union_manifest
+from pipeline.errors import DataError, LabelsError, WorkflowError
+from pipeline.evaluate import run_evaluate
+from pipeline.finetune import run_finetune
 from pipeline.ingest import run_ingest
-from pipeline.pretrain.rows import digest, items, read_manifest, union_manifest
-from pipeline.pretrain.run import run_pretrain
-from pipeline.promote import CHAMPION, run_promote
-from pipeline.tracking import alias_version, log_metrics, stage_run
+from pipeline.pretrain import run_pretrain
+from pipeline.promote import run_promote
+from pipeline.registry.store import CHAMPION, alias_version, detector_name
+from pipeline.tracking import log_metrics, stage_run
 
 STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote")
 
@@ -84,14 +87,14 @@ class Steps:
     def __init__(self, config: Config, console: Console, out: Path, force: Iterable[str] = ()) -> None:
         unknown = set(force) - set(STAGES)
         if unknown:
-            raise ConfigError(f"--force: no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
+            raise WorkflowError(f"--force: no stage {', '.join(sorted(unknown))} (stages: {', '.join(STAGES)})")
         if "ingest" in force:
-            raise ConfigError(
+            raise WorkflowError(
                 "--force ingest: ingest always redoes what is new or changed; to convert everything again, "
                 "remove ingest.out (or run medssl ingest into a fresh folder)"
             )
         if config.finetune.labels is None or config.evaluate.labels is None:
-            raise ConfigError("run needs finetune.labels (training labels) and evaluate.labels (a held-out set)")
+            raise WorkflowError("run needs finetune.labels (training labels) and evaluate.labels (a held-out set)")
         self.config, self.console, self.out = config, console, out
         self.state = _State(out / "run-state.json", force)
         self.result = WorkflowResult(self.state.path)
@@ -126,44 +129,45 @@ class Steps:
         self.result.outputs["ingest.manifest"] = str(ingested.manifest)
         return ingested.manifest
 
-    def held_out(self, manifest: Path) -> set[str]:
-        """The scans of ``manifest`` that no encoder may see, even unlabelled: the evaluation set's (the
-        images evaluate and promote judge models on) and the validation part finetune's split keeps back
-        (what its AUROC is measured on). Label CSVs that name none of the manifest's scans hold none back."""
-        pre, fine, key = self.config.pretrain, self.config.finetune, self.config.ingest.secret()
+    def validation(self, manifest: Path) -> Path | None:
+        """The validation part finetune's split keeps back (the scans its AUROC is measured on), as a
+        manifest of those rows for ``pretrain.exclude``; None when there is none (one class only, or no
+        scan matched). The same items and split as ``run_finetune`` makes."""
+        pre, fine = self.config.pretrain, self.config.finetune
+        try:
+            found = labelled_items(
+                manifest,
+                fine.labels,
+                self.config.ingest.secret(),
+                pre.spatial_dims,
+                pre.slices_per_volume,
+                self.console,
+            )
+            held = scans(validation_split(found, fine.val_fraction, fine.seed)[1])
+        except LabelsError:  # an unreadable CSV is the user's to fix
+            raise
+        except DataError:
+            return None
+        return union_manifest(self.out / "held-out" / "validation.parquet", [(manifest, held)])[0]
 
-        def evaluation(labels: Path | None) -> set[str]:
-            """Every scan the CSV labels, whatever its classes (the manifest's rows, no file read)."""
-            if labels is None:
-                return set()
-            try:
-                rows = labelled_rows(manifest, labels, key, self.console)
-            except FinetuneDataError:  # none of its scans in this manifest
-                return set()
-            return set(rows.series_key[rows.label.notna()])
-
-        def validation() -> set[str]:
-            """The part finetune's split keeps back: the same items and split as ``run_finetune`` makes."""
-            try:
-                found = labelled_items(
-                    manifest, fine.labels, key, pre.spatial_dims, pre.slices_per_volume, self.console
-                )
-                return {it["scan"] for it in split(found, fine.val_fraction, fine.seed)[1]}
-            except FinetuneDataError:  # no validation part (one class only, or no scan matched)
-                return set()
-
-        return validation() | evaluation(self.config.evaluate.labels) | evaluation(self.config.promote.labels)
+    def pretrain_config(self, manifest: Path) -> PretrainConfig:
+        """The pretrain settings of this run: the manifest, the output folder, and in ``exclude`` what no
+        encoder may see, even unlabelled: the evaluation set's scans (the images evaluate and promote judge
+        models on) and finetune's validation part. ``medssl pretrain`` with these settings trains on the
+        same scans."""
+        cfg = self.config.pretrain
+        exclude = [*cfg.exclude, self.config.evaluate.labels, self.config.promote.labels, self.validation(manifest)]
+        return cfg.model_copy(
+            update={
+                "manifest": manifest,
+                "out": cfg.out or self.out / "pretrain",
+                "exclude": list(dict.fromkeys(p for p in exclude if p is not None)),
+            }
+        )
 
     def pretrain(self, manifest: Path) -> str:
-        """The encoder's registry URI (or file when tracking is off); a finished run is found by its fingerprint.
-        It trains on the manifest's scans less the ``held_out`` ones."""
-        cfg = self.config.pretrain
-        out = cfg.out or self.out / "pretrain"
-        if held := self.held_out(manifest):
-            keep = set(read_manifest(manifest).series_key) - held
-            manifest, _ = union_manifest(out / "manifest-pretrain.parquet", [(manifest, keep)])
-            self.console.print(f"pretrain: {len(held)} evaluation and validation scans held out")
-        cfg = cfg.model_copy(update={"manifest": manifest, "out": out})
+        """The encoder's registry URI (or file when tracking is off); a finished run is found by its fingerprint."""
+        cfg = self.pretrain_config(manifest)
         if "pretrain" in self.state.force:
             (cfg.out / "pretrain.json").unlink(missing_ok=True)
             (cfg.out / "checkpoint.pt").unlink(missing_ok=True)
@@ -229,7 +233,7 @@ class Steps:
         if not self.config.tracking.enabled:
             self.result.outcome["promote"] = "skipped: tracking is off (the registry holds the aliases)"
             return {}
-        name = f"{self.config.finetune.name}-detector"
+        name = detector_name(self.config.finetune.name)
         if not detector.startswith(f"models:/{name}/"):
             self.result.outcome["promote"] = "skipped: this run's detector is not registered"
             return {}
@@ -259,7 +263,7 @@ class Steps:
 def run_workflow(config: Config, console: Console, force: Iterable[str] = ()) -> WorkflowResult:
     """Run every stage in order, each fed by the one before; see the module docstring."""
     if config.ingest.out is None:
-        raise ConfigError("run needs ingest.out: the folder every stage's output goes under")
+        raise WorkflowError("run needs ingest.out: the folder every stage's output goes under")
     steps = Steps(config, console, config.ingest.out, force)
     with stage_run(config, "pipeline"):
         manifest = steps.ingest()

@@ -28,20 +28,17 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from models.batchnorm import batchnorms, estimate_batchnorm
 from models.detectors import Classifier
+from pipeline.adapt.shift import parse_side, read_side
 from pipeline.atomic import atomic_path
 from pipeline.config import Config
+from pipeline.data.items import digest
 from pipeline.device import resolve
-from pipeline.finetune.run import ALIAS, input_spec
-from pipeline.pretrain.rows import digest
-from pipeline.pretrain.run import run_pretrain
-from pipeline.pretrain.views import load_fixed
+from pipeline.errors import AdaptError
+from pipeline.inference import input_spec
+from pipeline.pretrain import run_pretrain
+from pipeline.registry.store import CHALLENGER, detector_name, load_model, log_detector, pin_model
 from pipeline.report import report_table
-from pipeline.shift import parse_side, read_side
-from pipeline.tracking import load_model, log_metrics, log_scorer, pin_model, stage_run
-
-
-class AdaptError(ValueError):
-    """A model or target the adapt stage cannot work with; the message says why."""
+from pipeline.tracking import log_metrics, stage_run
 
 
 @dataclass(frozen=True)
@@ -105,11 +102,8 @@ def run_adapt(config: Config, console: Console) -> AdaptResult:
         raise AdaptError("adapt needs --model and --target (MANIFEST[:SITE])")
     if cfg.method == "ssl":
         return _continue_pretraining(config, console)
-    try:
-        source = pin_model(cfg.model, config.tracking)[2]  # the lineage names the version, not a moving alias
-        detector, tags = load_model(source, config.tracking)
-    except FileNotFoundError as exc:
-        raise AdaptError(str(exc)) from None
+    source = pin_model(cfg.model, config.tracking)[2]  # the lineage names the version, not a moving alias
+    detector, tags = load_model(source, config.tracking)
     if not isinstance(detector, Classifier):
         raise AdaptError(
             f"{cfg.method} adapts a linear or full detector (medssl finetune), not {type(detector).__name__}"
@@ -118,7 +112,7 @@ def run_adapt(config: Config, console: Console) -> AdaptResult:
     target = read_side(cfg.target, spec.spatial_dims, config.pretrain.slices_per_volume)
     if len(target.rows) < 2:
         raise AdaptError(f"{target.name}: {cfg.method} needs at least 2 target scans, found {len(target.rows)}")
-    images = load_fixed(target.rows, spec.spatial_dims, spec.size, spec.volume_side)
+    images = spec.load(target.rows)
     device = resolve(cfg.device).device
     torch.manual_seed(cfg.seed)
     if cfg.method == "adabn":
@@ -142,7 +136,7 @@ def run_adapt(config: Config, console: Console) -> AdaptResult:
     }
     with stage_run(config, "adapt", tags={"medssl.adaptation": cfg.method, "medssl.target_digest": target_digest}):
         log_metrics({"target_scans": float(result.scans)})
-        uri = log_scorer(result.model, f"{cfg.name}-detector", cfg.register_model, registry_tags, alias=ALIAS)
+        uri = log_detector(result.model, detector_name(cfg.name), cfg.register_model, registry_tags, alias=CHALLENGER)
     return AdaptResult(**{**asdict(result), "model_uri": uri})
 
 

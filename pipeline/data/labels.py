@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from pipeline.errors import LabelsError
+
 SYNONYMS = {"file": "path", "near_dup_group": "group"}
-
-
-class LabelsError(ValueError):
-    """A label CSV that cannot be used; the message says which file and what is wrong."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,9 +18,10 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 
-from pipeline.ingest.nifti import voxel_digest
-from pipeline.ingest.reasons import Reason, describe
-from pipeline.pretrain.views import KEY
+from pipeline.data.items import Item
+from pipeline.data.manifest import voxel_digest
+from pipeline.data.reasons import Reason, describe
+from pipeline.data.transforms import KEY
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ def check_file(path: str, sha256: str | None) -> tuple[Reason, str] | None:
     return None
 
 
-def screen(items: list[dict[str, Any]], root: Path, workers: int = 2) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+def screen(items: list[Item], root: Path, workers: int = 2) -> tuple[list[Item], list[SkippedFile]]:
     """(usable items, skipped files): each distinct file is read once, however many slices of it are items."""
     files = {it[KEY]: it.get("sha256") for it in items}
     with ThreadPoolExecutor(max(1, workers)) as pool:  # nibabel's gzip and hashlib release the GIL
@@ -59,8 +60,8 @@ def screen(items: list[dict[str, Any]], root: Path, workers: int = 2) -> tuple[l
 
 
 def screen_and_report(
-    items: list[dict[str, Any]], root: Path, console: Any, role: str, workers: int = 2
-) -> tuple[list[dict[str, Any]], list[SkippedFile]]:
+    items: list[Item], root: Path, console: Any, role: str, workers: int = 2
+) -> tuple[list[Item], list[SkippedFile]]:
     """``screen``, and one line on the console naming what was skipped and why (nothing when all is well)."""
     kept, skipped = screen(items, root, workers)
     if skipped:

@@ -19,13 +19,13 @@ from rich.table import Table
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
+from pipeline.data.manifest import read_manifest
 from pipeline.device import resolve
-from pipeline.evaluate.run import EvaluateError, scan_scores
-from pipeline.finetune.data import FinetuneDataError
-from pipeline.finetune.run import input_spec
-from pipeline.pretrain.rows import read_manifest
+from pipeline.errors import ScoreError
+from pipeline.inference import input_spec, scan_scores
+from pipeline.registry.store import load_model, pin_model
 from pipeline.report import report_table
-from pipeline.tracking import load_model, log_artifact, log_metrics, pin_model, stage_run
+from pipeline.tracking import log_artifact, log_metrics, stage_run
 
 COLUMNS = ["series_key", "score", "decision", "threshold", "model", "version", "scored_at"]
 
@@ -46,13 +46,10 @@ def run_score(config: Config, console: Console) -> ScoreResult:
     """Score the manifest's accepted series not yet scored by this model version; append them to the table."""
     cfg = config.score
     if cfg.manifest is None:
-        raise EvaluateError("score needs the manifest of the ingested series (--manifest)")
-    try:
-        name, version, ref = pin_model(cfg.model, config.tracking)
-        model, tags = load_model(ref, config.tracking)
-        spec = input_spec(model, tags, None)
-    except (FileNotFoundError, FinetuneDataError) as exc:
-        raise EvaluateError(str(exc)) from None
+        raise ScoreError("score needs the manifest of the ingested series (--manifest)")
+    name, version, ref = pin_model(cfg.model, config.tracking)
+    model, tags = load_model(ref, config.tracking)
+    spec = input_spec(model, tags, None)
     out = cfg.out or cfg.manifest.parent / "scores.csv"
     previous = (
         pd.read_csv(out, dtype={"version": str, "series_key": str}) if out.is_file() else pd.DataFrame(columns=COLUMNS)

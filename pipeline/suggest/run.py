@@ -15,27 +15,23 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 from rich.console import Console
 
 from models.detectors import Classifier
 from pipeline.atomic import write_text
 from pipeline.config import Config
+from pipeline.data.items import items
+from pipeline.data.labels import read_labels
+from pipeline.data.manifest import read_manifest
+from pipeline.data.screen import screen
 from pipeline.device import resolve
-from pipeline.finetune.data import FinetuneDataError
-from pipeline.finetune.fit import score
-from pipeline.finetune.run import load_encoder
-from pipeline.labels import read_labels
-from pipeline.pretrain.monitor import embed_all
-from pipeline.pretrain.rows import items, read_manifest
-from pipeline.pretrain.screen import screen
-from pipeline.pretrain.views import load_fixed
+from pipeline.errors import SuggestError
+from pipeline.inference import load_encoder, scan_embeddings, score
 from pipeline.pseudonym import image_key, read_key
-from pipeline.tracking import load_model
+from pipeline.registry.store import load_model
 
 
 @dataclass(frozen=True)
@@ -72,15 +68,6 @@ def select(embeddings: pd.DataFrame, labelled: set[str], n: int, doubt: dict[str
     return [pool[i] for i in k_centre(embeddings.loc[pool].to_numpy(), anchors, n)]
 
 
-def scan_embeddings(encoder: torch.nn.Module, rows: list[dict[str, Any]], spec: Any, device: Any) -> pd.DataFrame:
-    """One unit-length embedding per scan (the mean over a volume's slices)."""
-    images = load_fixed(rows, spec.spatial_dims, spec.size, spec.volume_side)
-    z = embed_all(encoder, images, device)
-    frame = pd.DataFrame(z).assign(scan=[it["scan"] for it in rows]).groupby("scan", sort=False).mean()
-    values = frame.to_numpy()
-    return pd.DataFrame(values / np.linalg.norm(values, axis=1, keepdims=True), index=frame.index)
-
-
 def _where(manifest: pd.DataFrame, scans: list[str], key: bytes | None) -> dict[str, str]:
     """Each scan's original file (an image found again by its key in ``source_dir``) or its series folder."""
     rows = manifest.set_index("series_key").loc[scans]
@@ -94,10 +81,9 @@ def _where(manifest: pd.DataFrame, scans: list[str], key: bytes | None) -> dict[
 def run_suggest(config: Config, console: Console) -> SuggestResult:
     cfg, fine = config.suggest, config.finetune
     if cfg.manifest is None:
-        raise FinetuneDataError("no manifest given: pass --manifest")
+        raise SuggestError("no manifest given: pass --manifest")
     device = resolve(fine.device).device
-    with_encoder = config.model_copy(update={"finetune": fine.model_copy(update={"encoder": cfg.encoder})})
-    encoder, spec = load_encoder(with_encoder, 0)
+    encoder, spec = load_encoder(cfg.encoder, config.pretrain, config.tracking, 0)
     manifest = read_manifest(cfg.manifest)
     key = read_key(config.ingest.secret(), cfg.manifest.parent)
     labelled = set(manifest.series_key[manifest.label.notna()]) if "label" in manifest else set()
@@ -106,19 +92,16 @@ def run_suggest(config: Config, console: Console) -> SuggestResult:
     found = items(manifest, cfg.manifest.parent, spec.spatial_dims, config.pretrain.slices_per_volume)
     rows, _ = screen(found, cfg.manifest.parent)
     if not rows:
-        raise FinetuneDataError(f"{cfg.manifest}: no usable scans")
+        raise SuggestError(f"{cfg.manifest}: no usable scans")
     embeddings = scan_embeddings(encoder, rows, spec, device)
     doubt = None
     if cfg.detector is not None:
-        try:
-            detector, _ = load_model(cfg.detector, config.tracking)
-        except FileNotFoundError as exc:
-            raise FinetuneDataError(str(exc)) from None
+        detector, _ = load_model(cfg.detector, config.tracking)
         if not isinstance(detector, Classifier):
-            raise FinetuneDataError("suggest --detector needs a linear or full detector (a one-class one has no doubt)")
+            raise SuggestError("suggest --detector needs a linear or full detector (a one-class one has no doubt)")
         first = {it["scan"]: it for it in rows}
         pool = [s for s in embeddings.index if s not in labelled]
-        images = load_fixed([first[s] for s in pool], spec.spatial_dims, spec.size, spec.volume_side)
+        images = spec.load([first[s] for s in pool])
         doubt = dict(zip(pool, np.abs(score(detector, images, device)), strict=True))
     picks = select(embeddings, labelled, cfg.n, doubt)
     out = cfg.out or cfg.manifest.parent / "suggested.csv"

@@ -10,21 +10,19 @@ there. The weekly batch brings the archive's ingest up to date, then freezes the
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from pydantic import SecretStr
 from rich.console import Console
 
-from pipeline.atomic import atomic_path
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, load_config
+from pipeline.data.manifest import MANIFEST, freeze
+from pipeline.errors import ScheduleError
 from pipeline.ingest import run_ingest
-from pipeline.ingest.run import MANIFEST
+from pipeline.orchestrate.workflow import STAGES, Steps
 from pipeline.pseudonym import resolve_key
-from pipeline.workflow import STAGES, Steps
 
 DAILY, WEEKLY = "daily", "weekly"
 WEEKLY_STAGES = tuple(stage for stage in STAGES if stage != "ingest")  # ingest is the week's own task
@@ -41,7 +39,7 @@ def partition(config: Config, kind: str, day: dt.date) -> Path:
     """``ROOT/<kind>/<YYYY-MM-DD>``: one folder per batch and logical date."""
     root = config.schedule.root or config.ingest.out
     if root is None:
-        raise ConfigError("scheduled batches need schedule.root (or ingest.out): where their dated folders go")
+        raise ScheduleError("scheduled batches need schedule.root (or ingest.out): where their dated folders go")
     return Path(root) / kind / day.isoformat()
 
 
@@ -51,7 +49,7 @@ def daily_config(config: Config, day: dt.date) -> Config:
     part = partition(config, DAILY, day)
     incoming = config.schedule.incoming / day.isoformat() if config.schedule.incoming else None
     if incoming is None and not config.ingest.dicomweb.url:
-        raise ConfigError("the daily batch needs schedule.incoming (a folder per date) or ingest.dicomweb.url")
+        raise ScheduleError("the daily batch needs schedule.incoming (a folder per date) or ingest.dicomweb.url")
     pacs = config.ingest.dicomweb.model_copy(update={"since": day, "until": day})
     ingest = config.ingest.model_copy(
         update={
@@ -96,16 +94,3 @@ def weekly_steps(config: Config, day: dt.date, console: Console) -> Steps:
     # a shared folder would hand one week's checkpoint and run state to another.
     stages = {name: getattr(config, name).model_copy(update={"out": None}) for name in WEEKLY_STAGES}
     return Steps(config.model_copy(update={"ingest": ingest, **stages}), console, part)
-
-
-def freeze(manifest: Path, dest: Path) -> Path:
-    """Copy ``manifest`` to ``dest`` with each ``output_path`` made relative to ``dest``'s folder, so the
-    copy points at the same volumes from its new place. Written atomically."""
-    rows = pd.read_parquet(manifest)
-    source, target = manifest.parent.resolve(), dest.parent.resolve()
-    rows["output_path"] = [
-        os.path.relpath(source / p, target) if isinstance(p, str) and p else p for p in rows.output_path
-    ]
-    with atomic_path(dest) as tmp:
-        rows.to_parquet(tmp, index=False)
-    return dest

@@ -1,4 +1,5 @@
-"""The registered detector as an ``mlflow.pyfunc`` model: image paths or arrays in, anomaly scores out.
+"""The served detector: the registered detector as an ``mlflow.pyfunc`` model, image paths or arrays in,
+anomaly scores out.
 
 Anyone with MLflow can score images with ``mlflow.pyfunc.load_model("models:/medssl-detector@champion")``
 without running the pipeline: the model carries this module, the detector (``detector.pt``) and the
@@ -24,8 +25,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from pipeline.images import read_image, volume_layout
-from pipeline.pretrain.views import KEY, centred
+from pipeline.data.images import read_image, volume_layout
+from pipeline.data.transforms import KEY, centred
 
 DICOM_SUFFIXES = (".dcm", ".dicom", "")
 
@@ -55,7 +56,7 @@ def _images(model_input: Any) -> list[np.ndarray]:
     return out
 
 
-class DetectorScorer(mlflow.pyfunc.PythonModel):
+class ServedDetector(mlflow.pyfunc.PythonModel):
     """Loads ``detector.pt`` (a torch module with ``input_spec``) and scores images with it on the CPU."""
 
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:

@@ -32,13 +32,14 @@ from sklearn.preprocessing import StandardScaler
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
+from pipeline.data.items import Item, digest, items
+from pipeline.data.manifest import read_manifest
+from pipeline.data.screen import screen
+from pipeline.data.volumes import load_volume
 from pipeline.device import resolve
-from pipeline.finetune.run import load_encoder
-from pipeline.plots import embedding_png
-from pipeline.pretrain.rows import PretrainDataError, digest, items, read_manifest
-from pipeline.pretrain.screen import screen
-from pipeline.pretrain.volumes import load_volume
-from pipeline.suggest import scan_embeddings
+from pipeline.errors import DataError, ShiftError
+from pipeline.inference import load_encoder, scan_embeddings
+from pipeline.report import embedding_png
 from pipeline.tracking import log_artifact, log_metrics, stage_run
 
 META_COLUMNS = ("modality", "manufacturer", "kind")
@@ -50,7 +51,7 @@ class Side:
 
     manifest: Path
     site: str | None
-    rows: list[dict[str, Any]]
+    rows: list[Item]
     table: pd.DataFrame
 
     @property
@@ -91,10 +92,10 @@ def read_side(spec: str, spatial_dims: int, slices: int) -> Side:
         sites = sorted({str(s) for s in table.get("site", pd.Series(dtype=str)).fillna("") if s})
         table = table[table.get("site", pd.Series("", index=table.index)).fillna("") == site]
         if table.empty:
-            raise PretrainDataError(f"{path}: no accepted scans of site {site!r} (sites: {', '.join(sites) or 'none'})")
+            raise DataError(f"{path}: no accepted scans of site {site!r} (sites: {', '.join(sites) or 'none'})")
     rows, _ = screen(items(table, path.parent, spatial_dims, slices), path.parent)
     if not rows:
-        raise PretrainDataError(f"{spec}: no usable scans")
+        raise DataError(f"{spec}: no usable scans")
     return Side(path, site, rows, table.reset_index(drop=True))
 
 
@@ -145,7 +146,7 @@ def ks_features(x: np.ndarray, y: np.ndarray, alpha: float) -> tuple[int, int, f
     return len(p), int((adjusted < alpha).sum()), float(adjusted.min())
 
 
-def _intensity(rows: list[dict[str, Any]]) -> pd.DataFrame:
+def _intensity(rows: list[Item]) -> pd.DataFrame:
     """Per scan: mean, sd and 1st/99th percentiles of the stored values (real-world units, before scaling)."""
     first = {it["scan"]: it for it in rows}
     stats = []
@@ -193,9 +194,8 @@ def run_shift(config: Config, console: Console) -> ShiftResult:
     """Compare ``shift.target`` with ``shift.reference``; write shift.json and shift.png, log both."""
     cfg, pre = config.shift, config.pretrain
     if cfg.reference is None or cfg.target is None:
-        raise PretrainDataError("shift needs --reference and --target (MANIFEST[:SITE] each)")
-    with_encoder = config.model_copy(update={"finetune": config.finetune.model_copy(update={"encoder": cfg.encoder})})
-    encoder, spec = load_encoder(with_encoder, 0)
+        raise ShiftError("shift needs --reference and --target (MANIFEST[:SITE] each)")
+    encoder, spec = load_encoder(cfg.encoder, pre, config.tracking, 0)
     device = resolve(cfg.device).device
     reference = read_side(cfg.reference, spec.spatial_dims, pre.slices_per_volume)
     if cfg.target == cfg.reference:
@@ -203,7 +203,7 @@ def run_shift(config: Config, console: Console) -> ShiftResult:
     else:
         target = read_side(cfg.target, spec.spatial_dims, pre.slices_per_volume)
     if min(len({it["scan"] for it in s.rows}) for s in (reference, target)) < 4:
-        raise PretrainDataError("shift needs at least 4 scans on each side")
+        raise ShiftError("shift needs at least 4 scans on each side")
     torch.manual_seed(cfg.seed)
     x = _subsample(scan_embeddings(encoder, reference.rows, spec, device), cfg.max_scans, cfg.seed)
     y = _subsample(scan_embeddings(encoder, target.rows, spec, device), cfg.max_scans, cfg.seed + 1)

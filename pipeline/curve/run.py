@@ -16,11 +16,10 @@ from rich.console import Console
 from rich.table import Table
 
 from pipeline.atomic import write_text
-from pipeline.config import Config, ConfigError
-from pipeline.finetune.data import Budget
-from pipeline.finetune.run import run_finetune
-from pipeline.plots import label_efficiency_png
-from pipeline.report import report_table
+from pipeline.config import Config
+from pipeline.errors import CurveError
+from pipeline.finetune import run_finetune
+from pipeline.report import label_efficiency_png, report_table
 from pipeline.tracking import log_artifact, log_metrics, stage_run
 
 
@@ -35,11 +34,9 @@ def run_curve(config: Config, console: Console) -> CurveResult:
     """Fine-tune at each ``curve.budgets`` on the SSL encoder and on scratch; write curve.json and the PNG."""
     cfg, fine = config.curve, config.finetune
     if not cfg.budgets:
-        raise ConfigError("curve needs budgets (curve.budgets or --budgets, e.g. 1shot,4shot,16shot)")
-    for budget in cfg.budgets:
-        Budget.parse(budget)
+        raise CurveError("curve needs budgets (curve.budgets or --budgets, e.g. 1shot,4shot,16shot)")
     if fine.manifest is None:
-        raise ConfigError("curve needs the ingest manifest (finetune.manifest or --manifest)")
+        raise CurveError("curve needs the ingest manifest (finetune.manifest or --manifest)")
     out = cfg.out or fine.manifest.parent / "curve"
     arms = {
         f"ssl ({fine.mode})": (fine.encoder, fine.mode),

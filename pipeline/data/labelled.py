@@ -1,51 +1,24 @@
-"""The labelled scans of a fine-tuning run: label CSV rows matched to manifest rows, the validation split,
-and the label budget drawn from the training part.
+"""Labelled scans: label CSV rows matched to manifest rows, and the validation part a run keeps back.
 
 A label CSV names original files (``path,label``); the manifest names pseudonymised outputs. They meet
 through the manifest's ``series_key``, which ingest derives from the file's path with the pseudonym key,
-so matching needs that key but never writes a path into an output.
+so matching needs that key but never writes a path into an output. The validation split lives here, not in
+fine-tuning, because pretraining must hold the same part out (``pretrain.exclude``).
 """
 
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
 
-from pipeline.labels import read_labels
-from pipeline.pretrain.rows import group_split, items, read_manifest
-from pipeline.pretrain.screen import screen_and_report
+from pipeline.data.items import Item, group_split, items
+from pipeline.data.labels import read_labels
+from pipeline.data.manifest import read_manifest
+from pipeline.data.screen import screen_and_report
+from pipeline.errors import DataError, LabelsError
 from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
-
-
-class FinetuneDataError(ValueError):
-    """Labels or a budget that cannot feed fine-tuning; the message says what is missing."""
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How many labelled scans of each class a run may use: ``shots`` per class, or a ``fraction``."""
-
-    shots: int | None = None
-    fraction: float | None = None
-
-    @classmethod
-    def parse(cls, spec: str) -> Budget:
-        if m := re.fullmatch(r"(\d+)shot", spec):
-            return cls(shots=int(m[1]))
-        if (m := re.fullmatch(r"(\d+(?:\.\d+)?)%", spec)) and 0 < float(m[1]) <= 100:
-            return cls(fraction=float(m[1]) / 100)
-        raise FinetuneDataError(f"budget must be Nshot or P% (0 < P <= 100), got {spec!r}")
-
-    def count(self, available: int) -> int:
-        """Scans to draw from ``available`` of one class: at least one, at most all."""
-        wanted = self.shots if self.shots is not None else round(available * (self.fraction or 0))
-        return min(available, max(1, wanted))
 
 
 def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Console) -> pd.DataFrame:
@@ -60,7 +33,7 @@ def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Co
                 by_key.setdefault(series, by_label_key[mark])
     matched = manifest.series_key.isin(by_key.keys())
     if not matched.any():
-        raise FinetuneDataError(
+        raise DataError(
             f"{labels}: none of its {len(listed)} paths is an accepted row of the manifest "
             "(were the images ingested, with the same pseudonym key?)"
         )
@@ -85,13 +58,13 @@ def labelled_rows(manifest: Path, labels: Path | None, pseudonym_key: str | None
     if labels is not None:
         key = read_key(pseudonym_key, manifest.parent)
         if key is None:
-            raise FinetuneDataError(
+            raise DataError(
                 f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
                 "or MEDSSL_PSEUDONYM_KEY as at ingest)"
             )
         return _attach_labels(rows, labels, key, console)
     if "label" not in rows.columns or rows.label.isna().all():
-        raise FinetuneDataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
+        raise DataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
     return rows
 
 
@@ -103,34 +76,34 @@ def labelled_items(
     slices_per_volume: int,
     console: Console,
     classes: frozenset[int] = frozenset({0, 1}),
-) -> list[dict[str, Any]]:
-    """Usable items (images, or slices of volumes) with a 0/1 label; ``voxels`` names the scan of each.
-    ``classes``: the labels that must be among them (one-class scoring needs normal scans only)."""
+) -> list[Item]:
+    """Usable items (images, or slices of volumes) with a 0/1 label. ``classes``: the labels that must be
+    among them (one-class scoring needs normal scans only)."""
     rows = labelled_rows(manifest, labels, pseudonym_key, console)
     candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
     kept, _ = screen_and_report(candidates, manifest.parent, console, "finetune")
     found = {it["label"] for it in kept}
     if not classes <= found:
         wanted = " and ".join(("normal (0)", "abnormal (1)")[c] for c in sorted(classes))
-        raise FinetuneDataError(f"{manifest}: needs labelled {wanted} scans, has {sorted(found)}")
+        raise DataError(f"{manifest}: needs labelled {wanted} scans, has {sorted(found)}")
     return kept
 
 
-def split(labelled: list[dict[str, Any]], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def validation_split(labelled: list[Item], val_fraction: float, seed: int) -> tuple[list[Item], list[Item]]:
     """(train, validation): stratified, and no patient or near-duplicate group on both sides."""
     train, val = group_split(labelled, val_fraction, seed)
     if {it["label"] for it in val} != {0, 1}:
-        raise FinetuneDataError(
-            "the validation split needs normal and abnormal scans: label more or raise val_fraction"
-        )
+        raise DataError("the validation split needs normal and abnormal scans: label more or raise val_fraction")
     return train, val
 
 
-def draw(train: list[dict[str, Any]], budget: Budget, seed: int, classes: tuple[int, ...] = (0, 1)) -> list[dict]:
-    """The items of the scans a budget allows, drawn at random per class from the training part."""
-    rng = np.random.default_rng(seed)
-    chosen: set[str] = set()
-    for label in classes:
-        scans = sorted({it["voxels"] for it in train if it["label"] == label})
-        chosen.update(rng.choice(scans, size=budget.count(len(scans)), replace=False).tolist())
-    return [it for it in train if it["voxels"] in chosen]
+def labelled_scans(manifest: Path, labels: Path, pseudonym_key: str | None, console: Console) -> set[str]:
+    """The manifest's scans that ``labels`` gives a 0/1 label, whatever its classes (no image file is read);
+    none when the CSV names none of them."""
+    try:
+        rows = labelled_rows(manifest, labels, pseudonym_key, console)
+    except LabelsError:  # an unreadable CSV is the user's to fix, not a CSV that holds nothing back
+        raise
+    except DataError:
+        return set()
+    return set(rows.series_key[rows.label.notna()])

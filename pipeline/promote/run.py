@@ -19,11 +19,11 @@ from rich.console import Console
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
-from pipeline.evaluate.run import EvaluateError, run_evaluate
-from pipeline.finetune.run import adapted_to
-from pipeline.tracking import alias_version, load_model, log_artifact, log_metrics, set_alias, stage_run
-
-CHAMPION, CHALLENGER = "champion", "challenger"
+from pipeline.errors import PromoteError
+from pipeline.evaluate import run_evaluate
+from pipeline.inference import adapted_to
+from pipeline.registry.store import CHALLENGER, CHAMPION, alias_version, load_model, set_alias
+from pipeline.tracking import log_artifact, log_metrics, stage_run
 
 
 @dataclass(frozen=True)
@@ -65,7 +65,7 @@ def shift_gate(report: Path, max_shift: float, adapted: str | None) -> str | Non
         shift = json.loads(Path(report).read_text())
         shifted, auroc, p, target = shift["shifted"], shift["domain_auroc"], shift["mmd_p"], shift["target_digest"]
     except (OSError, ValueError, KeyError) as exc:
-        raise EvaluateError(f"promote.shift: {report} is not a readable shift.json ({exc})") from None
+        raise PromoteError(f"promote.shift: {report} is not a readable shift.json ({exc})") from None
     if not shifted or auroc <= max_shift or adapted == target:
         return None
     return (
@@ -77,10 +77,10 @@ def shift_gate(report: Path, max_shift: float, adapted: str | None) -> str | Non
 def run_promote(config: Config, console: Console) -> PromoteResult:
     cfg = config.promote
     if cfg.labels is None:
-        raise EvaluateError("promote needs the label CSV of an evaluation set (--labels)")
+        raise PromoteError("promote needs the label CSV of an evaluation set (--labels)")
     challenger = cfg.challenger or alias_version(cfg.name, CHALLENGER, config.tracking)
     if challenger is None:
-        raise EvaluateError(f"no {cfg.name}@{CHALLENGER} in the registry: run medssl finetune first")
+        raise PromoteError(f"no {cfg.name}@{CHALLENGER} in the registry: run medssl finetune first")
     champion = alias_version(cfg.name, CHAMPION, config.tracking)
     out = cfg.out or Path("promotion")
     refusal = None

@@ -1,0 +1,129 @@
+"""``medssl evaluate``, ``promote``, ``score`` and ``run``: judge, gate and serve the detector; the whole chain."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from pipeline.cli.app import ConfigOpt, NoTracking, app, console, run_stage
+
+
+@app.command()
+def evaluate(
+    model: Annotated[
+        str | None, typer.Option(help="models:/<name>-detector@champion (or any model URI), or detector.pt.")
+    ] = None,
+    labels: Annotated[Path | None, typer.Option(help="Label CSV (path,label) of the images to score.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for metrics.json, scores.csv and roc.png.")
+    ] = None,
+    no_tracking: NoTracking = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Score labelled images a detector never saw: AUROC, AUPRC, sensitivity at 90/95 % specificity, 95 % CIs.
+
+    The images (PNG, JPEG, DICOM files or series folders) are ingested first, so they are read exactly as
+    training images were.
+    """
+    from pipeline.evaluate import run_evaluate, summary_table
+
+    overrides = {
+        "evaluate.model": model,
+        "evaluate.labels": str(labels) if labels else None,
+        "evaluate.out": str(out) if out else None,
+        "tracking.enabled": False if no_tracking else None,
+    }
+    result = run_stage(run_evaluate, config, overrides)
+    console.print(summary_table(result))
+    console.print(f"Written: {result.out}/metrics.json, scores.csv, roc.png")
+
+
+@app.command()
+def promote(
+    name: Annotated[str | None, typer.Option(help="Registered detector (default medssl-detector).")] = None,
+    labels: Annotated[
+        Path | None, typer.Option(help="Label CSV of the evaluation set both models are scored on.")
+    ] = None,
+    challenger: Annotated[
+        str | None, typer.Option(help="Version to gate (default: the one @challenger names).")
+    ] = None,
+    margin: Annotated[float | None, typer.Option(help="AUROC the challenger must gain over the champion.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Folder for the evaluations and decision.json.")
+    ] = None,
+    shift: Annotated[
+        Path | None,
+        typer.Option(help="shift.json of the site to serve: a shifted site needs a challenger adapted to it."),
+    ] = None,
+    max_shift: Annotated[
+        float | None, typer.Option(help="Domain-classifier AUROC above which a shift counts (default 0.75).")
+    ] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Move @champion to @challenger (or --challenger) only if it beats the champion on the same images by the
+    margin (and, with --shift, only if it was adapted to the site when that site has shifted)."""
+    from pipeline.promote import run_promote
+
+    overrides = {
+        "promote.name": name,
+        "promote.labels": str(labels) if labels else None,
+        "promote.challenger": challenger,
+        "promote.margin": margin,
+        "promote.out": str(out) if out else None,
+        "promote.shift": str(shift) if shift else None,
+        "promote.max_shift": max_shift,
+    }
+    result = run_stage(run_promote, config, overrides)
+    verdict = "[green]promoted[/]" if result.promoted else "[yellow]not promoted[/]"
+    console.print(f"{verdict}: version {result.challenger_version} ({result.reason})")
+
+
+@app.command()
+def score(
+    manifest: Annotated[Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet to score.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Detector URI or .pt (default models:/medssl-detector@champion).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Results CSV (default: scores.csv by it).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Scores at or above it are flagged abnormal.")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Score the manifest's series with the champion (or --model); series this version already scored are
+    skipped, new rows are appended to the results table."""
+    from pipeline.score import run_score, summary_table
+
+    overrides = {
+        "score.manifest": str(manifest) if manifest else None,
+        "score.model": model,
+        "score.out": str(out) if out else None,
+        "score.threshold": threshold,
+    }
+    result = run_stage(run_score, config, overrides)
+    console.print(summary_table(result))
+
+
+@app.command("run")
+def run_all(
+    config: ConfigOpt = None,
+    force: Annotated[
+        list[str] | None,
+        typer.Option(help="Redo this stage (pretrain to promote) though its inputs are unchanged; repeatable."),
+    ] = None,
+) -> None:
+    """The whole pipeline: ingest -> pretrain -> finetune -> curve -> evaluate -> promote, one MLflow parent
+    run with a nested run per stage, each stage fed by the one before; stages whose inputs are unchanged are
+    skipped. The curve runs when curve.budgets names budgets."""
+    from pipeline.orchestrate.workflow import run_workflow
+
+    result = run_stage(lambda cfg, con: run_workflow(cfg, con, force or ()), config, {})
+    table = Table(title="medssl run", show_header=True, header_style="bold")
+    table.add_column("stage")
+    table.add_column("outcome")
+    for stage, outcome in result.outcome.items():
+        table.add_row(stage, outcome)
+    console.print(table)
+    for name, value in result.outputs.items():
+        console.print(f"{name}: {value}")
