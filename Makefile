@@ -6,7 +6,7 @@ WHEELS ?= /opt/wheels
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps test lint demo bench clean lock
+.PHONY: install system-deps test test-fast lint demo bench clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ system-deps:
 
 test: install system-deps
 	$(BIN)/pytest -q --durations=15
+
+# The suite without the end-to-end tests marked slow (subprocess CLI, Airflow, Orthanc, torchrun, the whole
+# shared archive): under 3 minutes, for a developer between edits. make test runs everything.
+test-fast: install
+	$(BIN)/pytest -q -m "not slow" --durations=10
 
 lint: install
 	$(BIN)/ruff check .

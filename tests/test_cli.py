@@ -8,6 +8,8 @@ import subprocess
 import pytest
 from conftest import ROOT, SAMPLE, TEST_KEY
 
+pytestmark = pytest.mark.slow  # each case starts the medssl command in a new process
+
 MEDSSL = str(ROOT / ".venv/bin/medssl")
 
 
@@ -65,7 +67,7 @@ def test_ingest_prints_summary_and_reruns_cheaply(tmp_path, dask_scheduler):
 
 
 def test_a_model_the_registry_lacks_is_one_clear_line(tmp_path):
-    model = "models:/nope-detector@champion"  # models:/x/3 takes the same road (tests/test_score.py)
+    model = "models:/nope-detector@champion"  # models:/x/3 takes the same road (tests/score/test_score.py)
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\nx.png,0\n")
     env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY, "COLUMNS": "200"}

@@ -65,6 +65,7 @@ def nt_xent(z: torch.Tensor) -> torch.Tensor:
     return ContrastiveLoss(temperature=0.5)(z[:half], z[half:])
 
 
+@pytest.mark.slow
 def test_gather_across_two_real_ranks():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -11,6 +11,8 @@ import mlflow
 import pytest
 from conftest import ROOT, SAMPLE
 
+pytestmark = pytest.mark.slow  # a real MLflow tracking server
+
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -27,6 +27,14 @@ console = Console(stderr=True)
 T = TypeVar("T")
 ConfigOpt = Annotated[Path | None, typer.Option("--config", "-c", help="YAML config (see configs/default.yaml).")]
 NoTracking = Annotated[bool, typer.Option("--no-tracking", help="Do not log to MLflow.")]
+ManifestOpt = Annotated[
+    Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet of the scans (the stage's manifest).")
+]
+
+
+def tracking_off(no_tracking: bool) -> dict[str, Any]:
+    """The override ``--no-tracking`` makes (none when it is not given: the config decides)."""
+    return {"tracking.enabled": False} if no_tracking else {}
 
 
 def run_stage(stage: Callable[[Config, Console], T], config: Path | None, overrides: dict[str, Any]) -> T:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import ConfigOpt, NoTracking, app, console, run_stage
+from pipeline.cli.app import ConfigOpt, NoTracking, app, console, run_stage, tracking_off
 
 
 @app.command()
@@ -65,9 +65,9 @@ def ingest(
     from pipeline.ingest import run_ingest, summary_table
 
     overrides = {
-        "ingest.sources": [str(s) for s in sources] if sources else None,
-        "ingest.out": str(out) if out else None,
-        "ingest.labels": [str(p) for p in labels] if labels else None,
+        "ingest.sources": sources,
+        "ingest.out": out,
+        "ingest.labels": labels,
         "ingest.tilt": tilt,
         "ingest.nonuniform_spacing": nonuniform_spacing,
         "ingest.compress": compress,
@@ -77,7 +77,7 @@ def ingest(
         "ingest.dicomweb.until": until.date() if until else None,
         "dask.workers": workers,
         "dask.scheduler": scheduler,
-        "tracking.enabled": False if no_tracking else None,
+        **tracking_off(no_tracking),
     }
     result = run_stage(run_ingest, config, overrides)
     console.print(summary_table(result))

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.app import ConfigOpt, NoTracking, app, console, run_stage
+from pipeline.cli.app import ConfigOpt, ManifestOpt, NoTracking, app, console, run_stage, tracking_off
 
 
 @app.command()
@@ -32,9 +32,9 @@ def evaluate(
 
     overrides = {
         "evaluate.model": model,
-        "evaluate.labels": str(labels) if labels else None,
-        "evaluate.out": str(out) if out else None,
-        "tracking.enabled": False if no_tracking else None,
+        "evaluate.labels": labels,
+        "evaluate.out": out,
+        **tracking_off(no_tracking),
     }
     result = run_stage(run_evaluate, config, overrides)
     console.print(summary_table(result))
@@ -69,11 +69,11 @@ def promote(
 
     overrides = {
         "promote.name": name,
-        "promote.labels": str(labels) if labels else None,
+        "promote.labels": labels,
         "promote.challenger": challenger,
         "promote.margin": margin,
-        "promote.out": str(out) if out else None,
-        "promote.shift": str(shift) if shift else None,
+        "promote.out": out,
+        "promote.shift": shift,
         "promote.max_shift": max_shift,
     }
     result = run_stage(run_promote, config, overrides)
@@ -83,7 +83,7 @@ def promote(
 
 @app.command()
 def score(
-    manifest: Annotated[Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet to score.")] = None,
+    manifest: ManifestOpt = None,
     model: Annotated[
         str | None, typer.Option(help="Detector URI or .pt (default models:/medssl-detector@champion).")
     ] = None,
@@ -96,9 +96,9 @@ def score(
     from pipeline.score import run_score, summary_table
 
     overrides = {
-        "score.manifest": str(manifest) if manifest else None,
+        "score.manifest": manifest,
         "score.model": model,
-        "score.out": str(out) if out else None,
+        "score.out": out,
         "score.threshold": threshold,
     }
     result = run_stage(run_score, config, overrides)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import ConfigOpt, app, console, run_stage
+from pipeline.cli.app import ConfigOpt, ManifestOpt, app, console, run_stage
 
 
 @app.command()
@@ -15,9 +15,7 @@ def suggest(
     encoder: Annotated[
         str | None, typer.Option(help="Encoder URI or encoder.pt whose embeddings measure diversity.")
     ] = None,
-    manifest: Annotated[
-        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet of the archive.")
-    ] = None,
+    manifest: ManifestOpt = None,
     n: Annotated[int | None, typer.Option("--n", help="Scans to suggest.")] = None,
     labels: Annotated[Path | None, typer.Option(help="Label CSV of the scans already labelled.")] = None,
     detector: Annotated[
@@ -32,11 +30,11 @@ def suggest(
 
     overrides = {
         "suggest.encoder": encoder,
-        "suggest.manifest": str(manifest) if manifest else None,
+        "suggest.manifest": manifest,
         "suggest.n": n,
-        "suggest.labels": str(labels) if labels else None,
+        "suggest.labels": labels,
         "suggest.detector": detector,
-        "suggest.out": str(out) if out else None,
+        "suggest.out": out,
     }
     result = run_stage(run_suggest, config, overrides)
     console.print(
@@ -66,7 +64,7 @@ def shift(
         "shift.reference": reference,
         "shift.target": target,
         "shift.encoder": encoder,
-        "shift.out": str(out) if out else None,
+        "shift.out": out,
     }
     result = run_stage(run_shift, config, overrides)
     console.print(shift_table(result))
@@ -95,7 +93,7 @@ def adapt(
         "adapt.model": model,
         "adapt.target": target,
         "adapt.method": method,
-        "adapt.out": str(out) if out else None,
+        "adapt.out": out,
         "adapt.name": name,
     }
     result = run_stage(run_adapt, config, overrides)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import ConfigOpt, NoTracking, app, console, run_stage
+from pipeline.cli.app import ConfigOpt, ManifestOpt, NoTracking, app, console, run_stage, tracking_off
 
 
 @app.command()
@@ -46,16 +46,16 @@ def pretrain(
     from pipeline.pretrain import run_pretrain, summary_table
 
     overrides = {
-        "pretrain.manifest": str(manifest) if manifest else None,
+        "pretrain.manifest": manifest,
         "pretrain.method": method,
-        "pretrain.out": str(out) if out else None,
+        "pretrain.out": out,
         "pretrain.spatial_dims": spatial_dims,
         "pretrain.epochs": epochs,
         "pretrain.batch_size": batch_size,
         "pretrain.device": device,
         "pretrain.name": name,
-        "pretrain.exclude": [str(p) for p in exclude] if exclude else None,
-        "tracking.enabled": False if no_tracking else None,
+        "pretrain.exclude": exclude,
+        **tracking_off(no_tracking),
     }
     result = run_stage(run_pretrain, config, overrides)
     console.print(summary_table(result))
@@ -67,9 +67,7 @@ def finetune(
         str | None,
         typer.Option(help="models:/<name>-encoder@<method>, a path to encoder.pt, or scratch (finetune.encoder)."),
     ] = None,
-    manifest: Annotated[
-        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet holding the images.")
-    ] = None,
+    manifest: ManifestOpt = None,
     labels: Annotated[
         Path | None,
         typer.Option(help="Label CSV (path,label[,patient_id,group]); default: the labels stored at ingest."),
@@ -96,14 +94,14 @@ def finetune(
 
     overrides = {
         "finetune.encoder": encoder,
-        "finetune.manifest": str(manifest) if manifest else None,
-        "finetune.labels": str(labels) if labels else None,
+        "finetune.manifest": manifest,
+        "finetune.labels": labels,
         "finetune.budget": budget,
         "finetune.mode": mode,
         "finetune.seeds": seeds,
-        "finetune.out": str(out) if out else None,
+        "finetune.out": out,
         "finetune.name": name,
-        "tracking.enabled": False if no_tracking else None,
+        **tracking_off(no_tracking),
     }
     result = run_stage(run_finetune, config, overrides)
     console.print(summary_table(result))
@@ -114,9 +112,7 @@ def curve(
     encoder: Annotated[
         str | None, typer.Option(help="The SSL encoder: models:/<name>-encoder@<method> or encoder.pt.")
     ] = None,
-    manifest: Annotated[
-        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest.parquet holding the images.")
-    ] = None,
+    manifest: ManifestOpt = None,
     labels: Annotated[Path | None, typer.Option(help="Label CSV (default: the labels stored at ingest).")] = None,
     budgets: Annotated[
         str | None, typer.Option(help="Comma-separated budgets, e.g. 1shot,4shot,16shot,10% (curve.budgets).")
@@ -138,13 +134,13 @@ def curve(
 
     overrides = {
         "finetune.encoder": encoder,
-        "finetune.manifest": str(manifest) if manifest else None,
-        "finetune.labels": str(labels) if labels else None,
+        "finetune.manifest": manifest,
+        "finetune.labels": labels,
         "finetune.mode": mode,
         "finetune.seeds": seeds,
         "curve.budgets": [b.strip() for b in budgets.split(",") if b.strip()] if budgets else None,
-        "curve.out": str(out) if out else None,
-        "tracking.enabled": False if no_tracking else None,
+        "curve.out": out,
+        **tracking_off(no_tracking),
     }
     result = run_stage(run_curve, config, overrides)
     console.print(summary_table(result))

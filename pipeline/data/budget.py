@@ -13,8 +13,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from pipeline.errors import ConfigError
-
 if TYPE_CHECKING:  # items pulls in MONAI; the config reads budgets without it
     from pipeline.data.items import Item
 
@@ -32,7 +30,7 @@ class Budget:
             return cls(shots=int(m[1]))
         if (m := re.fullmatch(r"(\d+(?:\.\d+)?)%", spec)) and 0 < float(m[1]) <= 100:
             return cls(fraction=float(m[1]) / 100)
-        raise ConfigError(f"budget must be Nshot or P% (0 < P <= 100), got {spec!r}")
+        raise ValueError(f"budget must be Nshot or P% (0 < P <= 100), got {spec!r}")  # the config names the key
 
     def count(self, available: int) -> int:
         """Scans to draw from ``available`` of one class: at least one, at most all."""

@@ -15,7 +15,6 @@ instances of it than were fetched. Hidden entries are skipped by ingest, so it n
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
@@ -23,7 +22,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
@@ -32,16 +31,15 @@ import requests
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from pipeline.atomic import write_text
 from pipeline.config import DicomwebConfig
 from pipeline.errors import DicomwebError
+from pipeline.ingest.ledger import Ledger
 from pipeline.pseudonym import pseudonym
 
 if TYPE_CHECKING:
     from dicomweb_client.api import DICOMwebClient
 
 log = logging.getLogger(__name__)
-LEDGER = ".ledger.json"
 PARTIAL = ".partial-"
 RETIRED = ".retired-"
 # Any transfer syntax: the instances as stored, not transcoded (Orthanc cannot transcode some, e.g. JPEG-LS).
@@ -49,7 +47,6 @@ AS_STORED = (("application/dicom", "*"),)
 # DICOM tags in DICOM JSON (PS3.18 F.2): StudyInstanceUID, StudyDate, NumberOfStudyRelatedInstances.
 STUDY_UID, STUDY_DATE, N_INSTANCES = "0020000D", "00080020", "00201208"
 SEARCH_PAGE = 1000  # studies asked for per QIDO-RS request
-LEDGER_FLUSH_S = 1.0  # at most one ledger rewrite a second; a study a kill leaves out of it is adopted next run
 
 
 class _Empty(Exception):
@@ -68,51 +65,6 @@ class PullResult:
     failures: dict[str, str] = field(default_factory=dict)  # study key -> reason
     instances: int = 0
     seconds: float = 0.0
-
-
-class Ledger:
-    """The studies already retrieved into a staging folder: study key -> instance count and time.
-
-    It carries a fingerprint of the pseudonym key: study keys made with another key would not match, and every
-    study would be fetched a second time under another name, so a key mismatch is an error instead.
-    """
-
-    def __init__(self, staging: Path, key: bytes) -> None:
-        self.path = staging / LEDGER
-        self.fingerprint = pseudonym(key, "medssl-dicomweb-ledger")
-        self.studies: dict[str, dict[str, Any]] = {}
-        self.dirty = False
-        self.written = time.monotonic()
-        if self.path.exists():
-            try:
-                data = json.loads(self.path.read_text(encoding="utf-8"))
-                found = data["key"]
-                self.studies = dict(data["studies"])
-            except (ValueError, KeyError, TypeError):
-                # Written atomically, so only a hand edit gets here; complete study folders are adopted again.
-                log.warning("ledger %s is unreadable; complete study folders will be re-adopted", self.path)
-                return
-            if found != self.fingerprint:
-                raise DicomwebError(
-                    f"staging folder {staging} was filled with another pseudonym key: set the same "
-                    "ingest.pseudonym_key, or use a new ingest.dicomweb.staging"
-                )
-
-    def get(self, study: str) -> dict[str, Any] | None:
-        return self.studies.get(study)
-
-    def add(self, study: str, instances: int) -> None:
-        self.studies[study] = {"instances": instances, "fetched": datetime.now(UTC).isoformat(timespec="seconds")}
-        self.dirty = True
-        if time.monotonic() - self.written >= LEDGER_FLUSH_S:
-            self.flush()
-
-    def flush(self) -> None:
-        """Write the ledger atomically (temp file + rename): a kill leaves the old one or the new one."""
-        if self.dirty:
-            write_text(self.path, json.dumps({"key": self.fingerprint, "studies": self.studies}, indent=1) + "\n")
-            self.dirty = False
-            self.written = time.monotonic()
 
 
 def safe_url(url: str) -> str:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from pipeline.data.reasons import Reason, Rejected
-from pipeline.ingest.headers import Frame
+from pipeline.ingest.frames import Frame
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 POSITION_TOLERANCE_MM = 0.01

@@ -13,8 +13,9 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from pipeline.data.reasons import Reason, Rejected
+from pipeline.ingest.frames import Frame
 from pipeline.ingest.geometry import Layout, Policy, plan_layout, same_orientation
-from pipeline.ingest.headers import DicomHeader, Frame
+from pipeline.ingest.headers import DicomHeader
 from pipeline.pseudonym import pseudonym
 
 LOCALIZER_WORDS = re.compile(

@@ -8,72 +8,37 @@ treat classic slices, enhanced multi-frame objects and Siemens mosaics the same 
 
 from __future__ import annotations
 
-import math
 import os
 import struct
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
-import numpy as np
 import pydicom
 
 with warnings.catch_warnings():  # nibabel warns about its DICOM *readers*; only the CSA parser is used here
     warnings.simplefilter("ignore", UserWarning)
-    from nibabel.nicom import csareader
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
 from pipeline.data.reasons import Reason, Rejected, describe
+from pipeline.ingest.filekinds import JPEG_MAGIC, NON_IMAGE_SOP_CLASSES, PNG_MAGIC, classify_non_dicom
+from pipeline.ingest.frames import (
+    Frame,
+    classic_frames,
+    enhanced_frames,
+    image_type_values,
+    integer,
+    mosaic_frames,
+    number,
+)
 from pipeline.pseudonym import pseudonym, scrub
 
 # Modalities whose images are projections or 2D acquisitions: each file is one image, never a stack.
 PLANAR_MODALITIES = frozenset({"CR", "DX", "MG", "US", "XA", "RF", "IO", "PX", "OT", "ES", "XC", "SM", "OP"})
 SECONDARY_CAPTURE_PREFIX = "1.2.840.10008.5.1.4.1.1.7"
-# Objects that carry pixel data but are not images of the patient to learn from.
-NON_IMAGE_SOP_CLASSES = {
-    "1.2.840.10008.5.1.4.1.1.66.4": "segmentation object (SEG)",
-    "1.2.840.10008.5.1.4.1.1.481.2": "RT dose grid",
-    "1.2.840.10008.1.3.10": "DICOMDIR (media directory)",
-}
-NON_IMAGE_EXTENSIONS = {
-    ".nii": "NIfTI",
-    ".gz": "compressed file",
-    ".npz": "NumPy archive",
-    ".npy": "NumPy array",
-    ".json": "JSON",
-    ".csv": "CSV table",
-    ".bval": "b-values",
-    ".bvec": "b-vectors",
-    ".md": "Markdown",
-    ".txt": "text",
-    ".xml": "XML",
-    ".html": "HTML",
-    ".pdf": "PDF",
-    ".zip": "ZIP archive",
-    ".sh": "script",
-}
-DICOM_EXTENSIONS = {".dcm", ".dicom", ".ima", ""}
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
 COMPLEX_PARTS = {"M": "M", "MAGNITUDE": "M", "P": "P", "PHASE": "P", "R": "R", "REAL": "R", "I": "I", "IMAGINARY": "I"}
-
-
-@dataclass(slots=True)
-class Frame:
-    """One 2D plane: where it is, how its values scale, and how it orders in time at its position."""
-
-    index: int
-    ipp: tuple[float, float, float]
-    iop: tuple[float, float, float, float, float, float]
-    spacing: tuple[float, float]
-    slope: float
-    intercept: float
-    temporal: tuple[float, ...]
-    split: tuple[str, ...] = ()
 
 
 @dataclass(slots=True)
@@ -137,36 +102,6 @@ class FileRejection:
 
 
 FileRecord = DicomHeader | ImageFileHeader | FileRejection
-
-
-def _float(value: object, default: float = 0.0) -> float:
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        return default
-    return out if math.isfinite(out) else default
-
-
-def _int(value: object, default: int = 0) -> int:
-    try:
-        return int(value)  # type: ignore[call-overload]
-    except (TypeError, ValueError):
-        return default
-
-
-def _vec(value: object, n: int) -> tuple[float, ...] | None:
-    try:
-        out = tuple(float(v) for v in value)  # type: ignore[union-attr]
-    except (TypeError, ValueError):
-        return None
-    return out if len(out) == n and all(math.isfinite(v) for v in out) else None
-
-
-def _first(ds: Dataset | None, keyword: str) -> Dataset | None:
-    if ds is None:
-        return None
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
 
 
 def _complex_part(image_type: tuple[str, ...]) -> str:
@@ -255,44 +190,14 @@ HEADER_TAGS = [
 ]
 
 
-def _image_type(value: object) -> tuple[str, ...]:
-    """ImageType as a tuple of upper-case values (pydicom gives a bare string when it holds one value)."""
-    values = [value] if isinstance(value, str) else (value or ())
-    return tuple(str(x).upper() for x in values)  # type: ignore[union-attr]
-
-
 def _needs_full_header(ds: Dataset) -> bool:
     """Mosaics (CSA header), Philips (private scale) and enhanced objects need elements beyond HEADER_TAGS."""
-    image_type = _image_type(ds.get("ImageType"))
+    image_type = image_type_values(ds.get("ImageType"))
     return (
         "MOSAIC" in image_type
         or str(ds.get("Manufacturer", "")).upper().startswith("PHILIPS")
         or "PerFrameFunctionalGroupsSequence" in ds
     )
-
-
-def _looks_like_text(head: bytes) -> bool:
-    if not head or b"\x00" in head:
-        return False
-    try:
-        head.decode("utf-8")
-    except UnicodeDecodeError:
-        return False
-    return True
-
-
-def _classify_non_dicom(path: str, head: bytes) -> Rejected:
-    name = os.path.basename(path).lower()
-    ext = os.path.splitext(name)[1]
-    if name.endswith(".nii.gz") or ext in {".nii", ".npz", ".npy", ".nrrd", ".mha", ".mhd"}:
-        return Rejected(
-            Reason.NOT_AN_IMAGE, f"{NON_IMAGE_EXTENSIONS.get(ext, ext)} file: not an ingestible input format"
-        )
-    if ext in DICOM_EXTENSIONS and not _looks_like_text(head):
-        return Rejected(Reason.CORRUPT_FILE, "not parseable as DICOM")
-    if _looks_like_text(head):
-        return Rejected(Reason.NOT_AN_IMAGE, f"{NON_IMAGE_EXTENSIONS.get(ext, 'text')} file")
-    return Rejected(Reason.NOT_AN_IMAGE, f"unrecognised {ext or 'extensionless'} file")
 
 
 def read_header(path: str, key: bytes, image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")) -> FileRecord:
@@ -327,7 +232,7 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
         is_part10 = head[128:132] == b"DICM"
         # Files without the Part 10 preamble (old ACR-NEMA style) start with a group 0x0002/0x0008 tag.
         if not is_part10 and head[:2] not in (b"\x02\x00", b"\x08\x00", b"\x00\x08", b"\x00\x02"):
-            raise _classify_non_dicom(path, head)
+            raise classify_non_dicom(path, head)
         fp.seek(0)
         try:
             ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10, specific_tags=HEADER_TAGS)
@@ -335,7 +240,7 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
                 fp.seek(0)
                 ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10)
         except InvalidDicomError as exc:
-            raise _classify_non_dicom(path, head) from exc
+            raise classify_non_dicom(path, head) from exc
         except (EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
             raise Rejected(Reason.CORRUPT_FILE, f"header unreadable: {type(exc).__name__}") from exc
         identifiers = [str(ds.get(k, "") or "") for k in ("PatientName", "PatientID")]
@@ -405,13 +310,13 @@ def _dicom_header(
     _check_decodable(ts)
     # Each element converted once into a plain dict: pydicom's attribute lookup costs more than the parse.
     v = {elem.keyword: elem.value for elem in ds if elem.keyword}
-    image_type = _image_type(v.get("ImageType"))
+    image_type = image_type_values(v.get("ImageType"))
     modality = str(v.get("Modality", "") or "")
     has_geometry = "ImagePositionPatient" in v and "ImageOrientationPatient" in v
     # Projections are single images; secondary captures too unless they carry slice geometry.
     planar = modality in PLANAR_MODALITIES or (sop_class.startswith(SECONDARY_CAPTURE_PREFIX) and not has_geometry)
-    rows, cols = _int(v.get("Rows")), _int(v.get("Columns"))
-    n_frames = max(1, _int(v.get("NumberOfFrames"), 1))
+    rows, cols = integer(v.get("Rows")), integer(v.get("Columns"))
+    n_frames = max(1, integer(v.get("NumberOfFrames"), 1))
     if not planar and not has_geometry and "PerFrameFunctionalGroupsSequence" not in v:
         raise Rejected(Reason.MISSING_GEOMETRY, f"{modality or 'image'} without ImagePositionPatient/Orientation")
     header = DicomHeader(
@@ -432,190 +337,27 @@ def _dicom_header(
         transfer_syntax=ts,
         rows=rows,
         cols=cols,
-        samples=_int(v.get("SamplesPerPixel"), 1),
+        samples=integer(v.get("SamplesPerPixel"), 1),
         photometric=str(v.get("PhotometricInterpretation", "") or ""),
-        bits_allocated=_int(v.get("BitsAllocated"), 16),
-        bits_stored=_int(v.get("BitsStored"), _int(v.get("BitsAllocated"), 16)),
-        pixel_representation=_int(v.get("PixelRepresentation")),
+        bits_allocated=integer(v.get("BitsAllocated"), 16),
+        bits_stored=integer(v.get("BitsStored"), integer(v.get("BitsAllocated"), 16)),
+        pixel_representation=integer(v.get("PixelRepresentation")),
         pixel_offset=pixel_offset,
         little_endian=ds.original_encoding[1] is not False,
         n_frames=n_frames,
         mosaic_grid=0,
         planar=planar,
-        split=(str(_int(v.get("EchoNumbers"), 0)), _complex_part(image_type)),
-        slice_thickness=_float(v.get("SliceThickness"), 0.0),
+        split=(str(integer(v.get("EchoNumbers"), 0)), _complex_part(image_type)),
+        slice_thickness=number(v.get("SliceThickness"), 0.0),
     )
     if "PerFrameFunctionalGroupsSequence" in v:
-        header.frames = _enhanced_frames(ds)
+        header.frames = enhanced_frames(ds)
     elif "MOSAIC" in image_type:
-        mosaic = _mosaic_frames(ds)
+        mosaic = mosaic_frames(ds)
         if mosaic is None:
             raise Rejected(Reason.MISSING_GEOMETRY, "mosaic without a readable Siemens CSA header")
         header.mosaic_grid, header.frames = mosaic
         header.rows, header.cols = rows // header.mosaic_grid, cols // header.mosaic_grid
     else:
-        header.frames = _classic_frames(v, ds, n_frames, planar)
+        header.frames = classic_frames(v, ds, n_frames, planar)
     return header
-
-
-def _private(ds: Dataset | None, group: int, element: int, creator: str) -> object:
-    if ds is None:
-        return None
-    try:
-        return ds.get_private_item(group, element, creator).value
-    except (KeyError, ValueError):
-        return None
-
-
-def _rescale(ds: Dataset | None, slope: float, intercept: float, manufacturer: str) -> tuple[float, float]:
-    """Rescale to apply; for Philips MR, the 'precise' floating-point values, as dcm2niix writes by default.
-
-    Philips stores a private scale slope (2005,100E) beside the display rescale: precise value =
-    (stored * RS + RI) / (RS * SS).
-    """
-    if not manufacturer.upper().startswith("PHILIPS"):
-        return slope, intercept
-    scale = _float(_private(ds, 0x2005, 0x0E, "Philips MR Imaging DD 001"), 0.0)
-    if scale == 0.0:
-        return slope, intercept
-    # In float32, in dcm2niix's order of operations, so the header scaling comes out bit-identical.
-    rs, ri, ss = np.float32(slope), np.float32(intercept), np.float32(scale)
-    p0 = (np.float32(0) * rs + ri) / (rs * ss)
-    p1 = (np.float32(1) * rs + ri) / (rs * ss)
-    if p1 - p0 == rs and p0 == ri:
-        return slope, intercept
-    return float(p1 - p0), float(p0)
-
-
-def _pixel_spacing(ds: Mapping[str, Any] | Dataset | None) -> tuple[float, float] | None:
-    if ds is None:
-        return None
-    for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
-        if (sp := _vec(ds.get(keyword), 2)) is not None and sp[0] > 0 and sp[1] > 0:
-            return (sp[0], sp[1])
-    return None
-
-
-def _temporal(ds: Mapping[str, Any] | Dataset, frame: int) -> tuple[float, ...]:
-    """Ordering key among frames that share one position (the volumes of a 4D series)."""
-    return (
-        _float(ds.get("TemporalPositionIdentifier")),
-        _float(ds.get("AcquisitionNumber")),
-        _float(ds.get("InstanceNumber")),
-        float(frame),
-    )
-
-
-def _image_rescale(v: Mapping[str, Any] | Dataset, ds: Dataset) -> tuple[float, float]:
-    """The image-level rescale (1, 0 when absent), Philips precise where it applies (``ds`` for its private tag)."""
-    slope = _float(v.get("RescaleSlope"), 1.0) or 1.0
-    return _rescale(ds, slope, _float(v.get("RescaleIntercept"), 0.0), str(v.get("Manufacturer", "")))
-
-
-def _slice_step(v: Mapping[str, Any] | Dataset) -> float:
-    """Distance between frames stacked by a header rule rather than by per-frame positions."""
-    return _float(v.get("SpacingBetweenSlices")) or _float(v.get("SliceThickness")) or 1.0
-
-
-def _classic_frames(v: Mapping[str, Any], ds: Dataset, n_frames: int, planar: bool) -> list[Frame]:
-    """Frames of a classic image from its element values ``v`` (``ds`` only for private elements)."""
-    ipp = _vec(v.get("ImagePositionPatient"), 3)
-    iop = _vec(v.get("ImageOrientationPatient"), 6)
-    spacing = _pixel_spacing(v) or (1.0, 1.0)
-    slope, intercept = _image_rescale(v, ds)
-    if planar or ipp is None or iop is None:
-        # No patient geometry: a planar image (or cine) laid out on a default axial grid.
-        return [
-            Frame(f, (0.0, 0.0, 0.0), (1.0, 0.0, 0.0, 0.0, 1.0, 0.0), spacing, slope, intercept, _temporal(v, f))
-            for f in range(n_frames)
-        ]
-    if n_frames == 1:
-        return [Frame(0, ipp, iop, spacing, slope, intercept, _temporal(v, 0))]
-    # Legacy multi-frame without per-frame groups: frames are slices SpacingBetweenSlices apart.
-    step = _slice_step(v)
-    normal = np.cross(iop[:3], iop[3:])
-    return [
-        Frame(
-            f, tuple(float(x) for x in np.add(ipp, f * step * normal)), iop, spacing, slope, intercept, _temporal(v, f)
-        )
-        for f in range(n_frames)
-    ]
-
-
-def _mosaic_frames(ds: Dataset) -> tuple[int, list[Frame]] | None:
-    """Siemens mosaic: one stored image tiles n slices; positions come from the CSA header."""
-    try:
-        csa = csareader.get_csa_header(ds, "image")
-        n = csareader.get_n_mosaic(csa)
-        normal = csareader.get_slice_normal(csa)
-    except Exception:
-        return None
-    ipp = _vec(ds.get("ImagePositionPatient"), 3)
-    iop = _vec(ds.get("ImageOrientationPatient"), 6)
-    spacing = _pixel_spacing(ds)
-    if not n or ipp is None or iop is None or spacing is None:
-        return None
-    grid = math.ceil(math.sqrt(n))
-    rows, cols = _int(ds.get("Rows")), _int(ds.get("Columns"))
-    tile_r, tile_c = rows / grid, cols / grid
-    row_dir, col_dir = np.array(iop[:3]), np.array(iop[3:])
-    # The stored position is the mosaic's corner; move it to the first tile's corner.
-    origin = np.array(ipp) + row_dir * spacing[1] * (cols - tile_c) / 2 + col_dir * spacing[0] * (rows - tile_r) / 2
-    if normal is None:
-        normal = np.cross(row_dir, col_dir)
-    step = _slice_step(ds)
-    slope, intercept = _image_rescale(ds, ds)
-    frames = [
-        Frame(
-            k,
-            tuple(float(v) for v in origin + k * step * np.asarray(normal, float)),
-            iop,
-            spacing,
-            slope,
-            intercept,
-            (*_temporal(ds, k)[:3], 0.0),
-        )
-        for k in range(n)
-    ]
-    return grid, frames
-
-
-def _enhanced_frames(ds: Dataset) -> list[Frame]:
-    """Enhanced multi-frame: geometry and scaling per frame from the functional groups (per-frame, then shared)."""
-    shared = _first(ds, "SharedFunctionalGroupsSequence")
-    manufacturer = str(ds.get("Manufacturer", ""))
-    top_slope = _float(ds.get("RescaleSlope"), 1.0) or 1.0
-    top_intercept = _float(ds.get("RescaleIntercept"), 0.0)
-    frames = []
-    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
-
-        def group(keyword: str, item: Dataset = item) -> Dataset | None:
-            return _first(item, keyword) or _first(shared, keyword)
-
-        ipp = _vec(getattr(group("PlanePositionSequence"), "ImagePositionPatient", None), 3)
-        iop = _vec(getattr(group("PlaneOrientationSequence"), "ImageOrientationPatient", None), 6)
-        if ipp is None or iop is None:
-            raise Rejected(Reason.MISSING_GEOMETRY, f"frame {f + 1} has no plane position/orientation")
-        spacing = _pixel_spacing(group("PixelMeasuresSequence")) or _pixel_spacing(ds) or (1.0, 1.0)
-        pvt = group("PixelValueTransformationSequence")
-        philips = _private(item, 0x2005, 0x0F, "Philips MR Imaging DD 005")
-        slope, intercept = _rescale(
-            philips[0] if philips else None,
-            _float(getattr(pvt, "RescaleSlope", None), top_slope) or 1.0,
-            _float(getattr(pvt, "RescaleIntercept", None), top_intercept),
-            manufacturer,
-        )
-        content = group("FrameContentSequence")
-        frame_type_item = (
-            group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence") or group("FrameTypeSequence")
-        )
-        frame_type = _image_type(getattr(frame_type_item, "FrameType", None))
-        echo = _float(getattr(group("MREchoSequence"), "EffectiveEchoTime", None), 0.0)
-        temporal = (
-            _float(getattr(content, "TemporalPositionIndex", None)),
-            _float(ds.get("AcquisitionNumber")),
-            _float(ds.get("InstanceNumber")),
-            float(f),
-        )
-        frames.append(Frame(f, ipp, iop, spacing, slope, intercept, temporal, ("/".join(frame_type[2:]), f"{echo:g}")))
-    return frames

@@ -7,36 +7,9 @@ import hashlib
 import os
 from typing import Any
 
+from pipeline.data.manifest import COLUMNS
 from pipeline.ingest.group import StackPlan
 from pipeline.ingest.headers import FileRejection, ImageFileHeader
-
-COLUMNS: dict[str, str] = {
-    "series_key": "string",
-    "status": "string",
-    "reason": "string",
-    "detail": "string",
-    "output_path": "string",
-    "source_dir": "string",
-    "n_instances": "int64",
-    "kind": "string",
-    "modality": "string",
-    "manufacturer": "string",
-    "site": "string",
-    "transfer_syntax": "string",
-    "shape": "object",
-    "spacing": "object",
-    "dtype": "string",
-    "voxel_sha256": "string",
-    "patient": "string",
-    "study": "string",
-    "description": "string",
-    "label": "Int64",
-    "label_key": "string",
-    "group": "string",
-    "corrections": "string",
-    "input_digest": "string",
-    "ingested_at": "string",
-}
 
 
 def _now() -> str:

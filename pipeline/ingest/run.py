@@ -26,7 +26,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from pipeline import tracking
-from pipeline.atomic import write_text
 from pipeline.cluster import dask_client
 from pipeline.config import Config, IngestConfig
 from pipeline.data.labels import LabelRow, read_labels
@@ -37,11 +36,11 @@ from pipeline.ingest.dicomweb import PullResult, pull_studies
 from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
+from pipeline.ingest.journal import JOURNAL_DIR, Journal
 from pipeline.ingest.manifest_rows import file_rejection_row, input_digest, stack_row
 from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key, scrub
 
 log = logging.getLogger(__name__)
-JOURNAL_DIR = ".journal"
 IMAGES_PER_TASK = 64
 
 
@@ -86,48 +85,6 @@ def walk(sources: Iterable[Path], exclude: Path, skip_files: Iterable[Path] = ()
 def scan_files(paths: list[str], secret: bytes, image_extensions: tuple[str, ...]) -> list[FileRecord]:
     """Dask task: header-only read of a batch of files."""
     return [read_header(p, secret, image_extensions) for p in paths]
-
-
-class Journal:
-    """Append-only record of finished rows, one atomically written JSON-lines segment per batch.
-
-    Segments are named by time; temp files of a killed write start with a dot and are never read.
-    """
-
-    PATTERN = "[0-9]*.jsonl"
-
-    def __init__(self, out_dir: Path) -> None:
-        self.dir = out_dir / JOURNAL_DIR
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.segment = 0
-
-    def load(self) -> dict[str, dict[str, Any]]:
-        rows: dict[str, dict[str, Any]] = {}
-        for seg in sorted(self.dir.glob(self.PATTERN)):
-            for n, line in enumerate(seg.read_text(encoding="utf-8").splitlines(), start=1):
-                try:
-                    row = json.loads(line) if line.strip() else None
-                except json.JSONDecodeError:
-                    log.warning("journal %s line %d is unreadable; that row will be redone", seg.name, n)
-                    continue
-                if row:
-                    rows[row["series_key"]] = row
-        return rows
-
-    def add(self, rows: list[dict[str, Any]]) -> None:
-        """Write ``rows`` now: a kill after this call loses none of them."""
-        if rows:
-            self.segment += 1
-            name = f"{time.time_ns():020d}-{os.getpid()}-{self.segment:06d}.jsonl"
-            write_text(self.dir / name, "".join(json.dumps(r) + "\n" for r in rows))
-
-    def compact(self, rows: dict[str, dict[str, Any]]) -> None:
-        """Replace all segments by one holding ``rows`` (new segment first, so a kill here loses nothing)."""
-        old = sorted(self.dir.glob(self.PATTERN))
-        keep = self.dir / f"{time.time_ns():020d}-compact.jsonl"
-        write_text(keep, "".join(json.dumps(r) + "\n" for r in rows.values()))
-        for seg in old:
-            seg.unlink(missing_ok=True)
 
 
 def _settings(cfg: IngestConfig) -> str:

@@ -25,12 +25,13 @@ from orthanc import dated_copy, free_port, needs_orthanc, orthanc, store
 from rich.console import Console
 
 from pipeline.config import DicomwebConfig, load_config
-from pipeline.errors import ConfigError, IngestError
+from pipeline.errors import ConfigError, DicomwebError, IngestError
 from pipeline.ingest import run_ingest
-from pipeline.ingest.dicomweb import LEDGER, PARTIAL, DicomwebError, pull_studies
+from pipeline.ingest.dicomweb import PARTIAL, pull_studies
+from pipeline.ingest.ledger import LEDGER
 from pipeline.pseudonym import pseudonym
 
-pytestmark = needs_orthanc
+pytestmark = [pytest.mark.slow, needs_orthanc]  # a real Orthanc PACS, waiting through the client's retries
 KEY = TEST_KEY.encode()
 SOURCES = [SAMPLE / "dicom2nifti_testdata", SAMPLE / "dcm_qa_ts" / "In"]
 DATED = date(2024, 1, 15)

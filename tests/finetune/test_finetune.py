@@ -175,8 +175,12 @@ def test_splits_keep_each_group_on_one_side_and_budgets_draw_from_training_only(
 
 @pytest.mark.parametrize("spec", ["0%", "101%", "shot", "16"])
 def test_a_bad_budget_is_named(spec):
-    with pytest.raises(ConfigError, match="budget must be"):
+    with pytest.raises(ValueError, match="budget must be"):
         Budget.parse(spec)
+    with pytest.raises(ConfigError, match=r"invalid config at 'finetune\.budget': .*budget must be"):
+        load_config(None, {"finetune.budget": spec})
+    with pytest.raises(ConfigError, match=r"invalid config at 'curve\.budgets\.1': .*budget must be"):
+        load_config(None, {"curve.budgets": ["4shot", spec]})
 
 
 def test_bad_labels_and_encoders_are_named(ingested, tmp_path):

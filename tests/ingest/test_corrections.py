@@ -8,10 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED, needs_shared
+from conftest import ROOT, SHARED, needs_shared
 from reference import canonical
 
-DCM2NIIX = shutil.which("dcm2niix") or str(Path(__file__).resolve().parents[1] / ".venv/bin/dcm2niix")
+DCM2NIIX = shutil.which("dcm2niix") or str(ROOT / ".venv/bin/dcm2niix")
 
 
 def dcm2niix(src: Path, out: Path) -> dict[str, Path]:

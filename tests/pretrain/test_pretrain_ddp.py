@@ -6,8 +6,11 @@ import os
 import subprocess
 
 import mlflow
+import pytest
 import torch
 from conftest import ROOT
+
+pytestmark = pytest.mark.slow  # torchrun with two processes
 
 
 def test_torchrun_two_processes_train_one_encoder(sample_manifest, tmp_path):

@@ -120,6 +120,7 @@ def _decision(out: Path) -> dict:
     return json.loads((out / "p" / "decision.json").read_text(), parse_constant=lambda c: pytest.fail(c))
 
 
+@pytest.mark.slow  # registers and evaluates several detectors
 def test_the_first_challenger_becomes_champion_and_a_worse_one_is_refused(pneumonia_manifest, store, tmp_path):
     name = "gate-detector"
     cfg = _promote_config(store, name, tmp_path)
@@ -182,6 +183,7 @@ def test_a_promote_killed_after_its_decision_decides_the_same_again(pneumonia_ma
     assert _decision(tmp_path)["promoted"] is True and _decision(tmp_path)["champion_version"] is None
 
 
+@pytest.mark.slow  # registers and evaluates several detectors
 def test_a_champion_moved_during_the_evaluation_is_not_overwritten(pneumonia_manifest, store, tmp_path, monkeypatch):
     name = "raced-detector"
     _register(pneumonia_manifest, store, tmp_path / "v1", "raced")

@@ -11,6 +11,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
+import pytest
 from conftest import HAS_SHARED, ROOT, SAMPLE, SHARED, TEST_KEY
 
 
@@ -57,6 +58,7 @@ def _cli(out: Path, *extra: str) -> list[str]:
     ]
 
 
+@pytest.mark.slow
 def test_killed_run_leaves_whole_files_and_resumes(tmp_path):
     env = {**os.environ, "MEDSSL_PSEUDONYM_KEY": TEST_KEY}
     out = tmp_path / "killed"

@@ -128,6 +128,7 @@ def test_continued_pretraining_starts_from_the_source_encoder(
     assert _changed(detector.encoder, encoder)  # it trained on from there
 
 
+@pytest.mark.slow  # registers and evaluates three detectors
 def test_promotion_gate_refuses_an_unadapted_challenger_for_a_shifted_site(
     source, pneumonia_manifest, adult_manifest, store, tmp_path
 ):

@@ -25,6 +25,7 @@ from conftest import PNEUMONIA, ROOT, SAMPLE, TINY_ENCODER
 from orthanc import dated_copy, needs_orthanc, orthanc, store
 
 pytestmark = [
+    pytest.mark.slow,  # real Airflow runs of both DAGs
     pytest.mark.skipif(importlib.util.find_spec("airflow") is None, reason="the airflow extra is absent"),
     needs_orthanc,
 ]

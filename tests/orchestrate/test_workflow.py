@@ -22,6 +22,8 @@ from pipeline.orchestrate.workflow import STAGES, Steps, run_workflow
 from pipeline.pretrain.scans import excluded_scans
 from pipeline.pseudonym import image_key
 
+pytestmark = pytest.mark.slow  # the whole pipeline, several times
+
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
 

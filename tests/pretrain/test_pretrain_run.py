@@ -234,6 +234,7 @@ def test_a_manifest_with_no_usable_file_names_the_reasons(sample_manifest, tmp_p
         stage.run_pretrain(_config(copy / "manifest.parquet", tmp_path / "out"), QUIET)
 
 
+@pytest.mark.slow  # three pretraining runs through the registry
 def test_a_run_from_an_alias_trains_again_once_the_alias_moves(sample_manifest, tmp_path):
     """Continued pretraining from ``models:/…@alias`` is keyed on the version the alias named, not its text:
     the same reference to a new version is another run, and the lineage names the version it started from."""

@@ -41,6 +41,7 @@ def test_every_reference_is_covered():
         assert sum(n.startswith("dicom2nifti/") for n in names) >= 20
 
 
+@pytest.mark.slow
 @needs_shared
 def test_whole_shared_archive(ingest, tmp_path):
     """`medssl ingest ../shared/data`: every row accepted or rejected with a named reason, references met."""

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 
 import pydicom
+import pytest
 from conftest import ROOT, SAMPLE, TEST_KEY
 from pydicom.data import get_testdata_file
 from series_tools import copy_series
@@ -20,6 +21,7 @@ def _identify(dss):
     return dss
 
 
+@pytest.mark.slow  # every stage on identified data
 def test_identifiers_never_reach_outputs(tmp_path):
     archive = tmp_path / "archive"
     copy_series(archive / "DOE_JANE" / PATIENT_ID, _identify)

@@ -115,8 +115,8 @@ def test_deflated_transfer_syntax(ingest, tmp_path):
 
 
 def test_single_valued_image_type_is_one_value():
-    from pipeline.ingest.headers import _image_type
+    from pipeline.ingest.frames import image_type_values
 
-    assert _image_type("localizer") == ("LOCALIZER",)
-    assert _image_type(["ORIGINAL", "PRIMARY"]) == ("ORIGINAL", "PRIMARY")
-    assert _image_type(None) == ()
+    assert image_type_values("localizer") == ("LOCALIZER",)
+    assert image_type_values(["ORIGINAL", "PRIMARY"]) == ("ORIGINAL", "PRIMARY")
+    assert image_type_values(None) == ()

@@ -18,7 +18,8 @@ import pytest
 from conftest import SAMPLE, TEST_KEY
 from rich.console import Console
 
-from pipeline.ingest.dicomweb import LEDGER, Ledger, PullResult, _fetch_all
+from pipeline.ingest.dicomweb import PullResult, _fetch_all
+from pipeline.ingest.ledger import LEDGER, Ledger
 from pipeline.pseudonym import pseudonym
 
 KEY = TEST_KEY.encode()

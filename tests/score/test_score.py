@@ -25,6 +25,7 @@ def _score(store, manifest, out, model="models:/medssl-detector@champion"):
     return run_score(load_config(None, overrides), QUIET)
 
 
+@pytest.mark.slow  # registers and scores with two versions
 def test_the_champion_scores_each_series_once_per_version(pneumonia_manifest, tmp_path):
     store = f"sqlite:///{tmp_path}/mlflow.db"
     # A copy of the ingested sample, so one file can go missing without touching the shared fixture.

@@ -99,6 +99,7 @@ def test_simclr_loss_falls():
     assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), np.round(losses, 3)
 
 
+@pytest.mark.slow  # trains until the loss has moved
 def test_moco_loss_falls_once_the_queue_holds_real_keys():
     """The queue starts as random vectors (easy negatives); compare from when it holds this data's keys."""
     losses = _train("moco", 40)
@@ -143,6 +144,7 @@ def _distillation_gap(model, a, b) -> float:
         return float((t * (t.clamp_min(1e-12).log() - s)).sum(-1).mean())
 
 
+@pytest.mark.slow  # trains until the loss has moved
 def test_dino_student_closes_in_on_its_teacher():
     """DINO's cross-entropy also carries the teacher's entropy, which centring moves; the KL part falls."""
     gaps = _train("dino", 40, probe=_distillation_gap)
