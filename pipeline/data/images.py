@@ -1,8 +1,9 @@
-"""2D image files and arrays in ingest's volume layout, shared by ingest and the registered scorer.
+"""2D image files and arrays in ingest's volume layout, shared by ingest and the served detector.
 
 A PNG or JPEG (or an array of one) becomes ``(cols, rows, 1[, c])`` with its top row on the
-anterior/superior side, the layout ingest writes to NIfTI; a scorer that reads the file itself must see the
-same array ingest would have written, or a model registered from ingested images would score differently.
+anterior/superior side, the layout ingest writes to NIfTI; the served detector (``pipeline.registry.pyfunc``)
+reads the file itself and must see the same array ingest would have written, or a model registered from
+ingested images would score differently.
 """
 
 from __future__ import annotations

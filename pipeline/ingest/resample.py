@@ -38,7 +38,10 @@ def _shift_axis(plane: np.ndarray, axis: int, shift: float, size: int, fill: flo
     """
     n = plane.shape[axis]
     flipped = np.flip(plane, axis)
-    offset = np.float32(size - n - shift)
+    # A shift a rounding error off a whole voxel is that whole voxel: float32 would drop the error from the
+    # source positions but keep it in the weight, and copy the slice one voxel off.
+    exact = size - n - shift
+    offset = np.float32(round(exact) if abs(exact - round(exact)) < 1e-4 else exact)
     src = np.arange(size, dtype=np.float32) - offset
     inside = (src >= 0) & (src < n)
     lo = np.clip(np.floor(src).astype(np.int64), 0, n - 1)

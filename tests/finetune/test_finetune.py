@@ -5,6 +5,7 @@ normal labels alone; splits never put a group on both sides; bad labels and enco
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 from pathlib import Path
 from types import SimpleNamespace
@@ -157,7 +158,10 @@ def test_one_class_mode_runs_from_a_label_csv_of_normal_scans_only(ingested, enc
 
 def test_splits_keep_each_group_on_one_side_and_budgets_draw_from_training_only():
     rng = np.random.default_rng(0)
-    items = [{"scan": f"scan{i}", "group": f"patient{i // 3}", "label": int(rng.random() < 0.4)} for i in range(300)]
+    items = [
+        {"scan": f"scan{i}", "voxels": f"voxels{i}", "group": f"patient{i // 3}", "label": int(rng.random() < 0.4)}
+        for i in range(300)
+    ]
     for it in items:  # a patient's scans share one label here, as a diagnosis per patient would
         it["label"] = int(it["group"][-1]) % 2
     train, val = validation_split(items, 0.25, seed=1)
@@ -171,6 +175,10 @@ def test_splits_keep_each_group_on_one_side_and_budgets_draw_from_training_only(
             assert sum(it["label"] == label for it in drawn) == (per_class or round(available * 0.1))
     assert draw(train, Budget.parse("4shot"), 3) == draw(train, Budget.parse("4shot"), 3)  # fixed seeds repeat
     assert {it["label"] for it in draw(train, Budget.parse("100%"), 3, classes=(0,))} == {0}  # one-class draws
+    # The same images named by another pseudonym key (other series keys, in another order) draw alike.
+    renamed = [{**it, "scan": hashlib.sha256(f"other key {it['scan']}".encode()).hexdigest()} for it in train]
+    drawn = {it["voxels"] for it in draw(train, Budget.parse("4shot"), 3)}
+    assert {it["voxels"] for it in draw(renamed, Budget.parse("4shot"), 3)} == drawn
 
 
 @pytest.mark.parametrize("spec", ["0%", "101%", "shot", "16"])
