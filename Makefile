@@ -17,7 +17,7 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# Orthanc + its DICOMweb plugin: the real PACS that tests/test_dicomweb.py starts on its own ports. Installing
+# Orthanc + its DICOMweb plugin: the real PACS that tests/ingest/test_dicomweb.py starts on its own ports. Installing
 # it needs root; without root the PACS tests are skipped (and say so), the rest of the suite runs.
 # A policy-rc.d that says no (101) keeps Debian from starting the system Orthanc service while installing.
 system-deps:

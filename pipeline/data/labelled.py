@@ -13,16 +13,16 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 
-from pipeline.data.items import Item, group_split, items
-from pipeline.data.labels import read_labels
+from pipeline.data.items import Item, group_split, items, scans
+from pipeline.data.labels import LabelRow, read_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.data.screen import screen_and_report
-from pipeline.errors import DataError, LabelsError
+from pipeline.errors import DataError
 from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
 
 
-def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Console) -> pd.DataFrame:
-    """The manifest with ``label``, ``group`` and ``patient`` taken from the CSV (unmatched rows: no label)."""
+def _matches(manifest: pd.DataFrame, labels: Path, key: bytes) -> tuple[dict[str, LabelRow], int]:
+    """(label row of each manifest ``series_key`` the CSV names, rows in the CSV)."""
     listed = read_labels(labels)
     by_key = {image_key(key, path): row for path, row in listed.items()}
     # DICOM series labelled at ingest (by a file or folder of this CSV) carry the path's label_key.
@@ -31,15 +31,30 @@ def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Co
         for series, mark in zip(manifest.series_key, manifest.label_key, strict=True):
             if isinstance(mark, str) and mark in by_label_key:
                 by_key.setdefault(series, by_label_key[mark])
-    matched = manifest.series_key.isin(by_key.keys())
-    if not matched.any():
+    return {k: by_key[k] for k in manifest.series_key if k in by_key}, len(listed)
+
+
+def _key(manifest: Path, labels: Path, pseudonym_key: str | None) -> bytes:
+    key = read_key(pseudonym_key, manifest.parent)
+    if key is None:
         raise DataError(
-            f"{labels}: none of its {len(listed)} paths is an accepted row of the manifest "
+            f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
+            "or MEDSSL_PSEUDONYM_KEY as at ingest)"
+        )
+    return key
+
+
+def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Console) -> pd.DataFrame:
+    """The manifest with ``label``, ``group`` and ``patient`` taken from the CSV (unmatched rows: no label)."""
+    matched, listed = _matches(manifest, labels, key)
+    if not matched:
+        raise DataError(
+            f"{labels}: none of its {listed} paths is an accepted row of the manifest "
             "(were the images ingested, with the same pseudonym key?)"
         )
-    if unmatched := len(listed) - int(matched.sum()):
+    if unmatched := listed - len(matched):
         console.print(f"[yellow]{labels.name}: {unmatched} labelled path(s) are not accepted rows of the manifest[/]")
-    rows = [by_key.get(k) for k in manifest.series_key]
+    rows = [matched.get(k) for k in manifest.series_key]
     return manifest.assign(
         label=[None if r is None else r.label for r in rows],
         group=[None if r is None else r.group for r in rows],
@@ -56,13 +71,7 @@ def labelled_rows(manifest: Path, labels: Path | None, pseudonym_key: str | None
     CSV, the labels ingest attached."""
     rows = read_manifest(manifest)
     if labels is not None:
-        key = read_key(pseudonym_key, manifest.parent)
-        if key is None:
-            raise DataError(
-                f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
-                "or MEDSSL_PSEUDONYM_KEY as at ingest)"
-            )
-        return _attach_labels(rows, labels, key, console)
+        return _attach_labels(rows, labels, _key(manifest, labels, pseudonym_key), console)
     if "label" not in rows.columns or rows.label.isna().all():
         raise DataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
     return rows
@@ -82,10 +91,23 @@ def labelled_items(
     rows = labelled_rows(manifest, labels, pseudonym_key, console)
     candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
     kept, _ = screen_and_report(candidates, manifest.parent, console, "finetune")
+    kept = _distinct(kept, console)
     found = {it["label"] for it in kept}
     if not classes <= found:
         wanted = " and ".join(("normal (0)", "abnormal (1)")[c] for c in sorted(classes))
         raise DataError(f"{manifest}: needs labelled {wanted} scans, has {sorted(found)}")
+    return kept
+
+
+def _distinct(found: list[Item], console: Console) -> list[Item]:
+    """One scan per image: of labelled scans with equal voxels (one image exported twice), the first stays,
+    so a label draw, a count or an AUROC takes an image once however often the archive holds it."""
+    first: dict[str, str] = {}
+    for it in found:
+        first.setdefault(it["voxels"], it["scan"])
+    kept = [it for it in found if first[it["voxels"]] == it["scan"]]
+    if copies := len(scans(found)) - len(scans(kept)):
+        console.print(f"finetune: {copies} labelled scan(s) with the voxels of another set aside (exact copies)")
     return kept
 
 
@@ -97,13 +119,10 @@ def validation_split(labelled: list[Item], val_fraction: float, seed: int) -> tu
     return train, val
 
 
-def labelled_scans(manifest: Path, labels: Path, pseudonym_key: str | None, console: Console) -> set[str]:
+def labelled_scans(manifest: Path, labels: Path, pseudonym_key: str | None) -> set[str]:
     """The manifest's scans that ``labels`` gives a 0/1 label, whatever its classes (no image file is read);
-    none when the CSV names none of them."""
-    try:
-        rows = labelled_rows(manifest, labels, pseudonym_key, console)
-    except LabelsError:  # an unreadable CSV is the user's to fix, not a CSV that holds nothing back
-        raise
-    except DataError:
-        return set()
-    return set(rows.series_key[rows.label.notna()])
+    none when the CSV names none of them (an evaluation set ingested elsewhere). Without the pseudonym key
+    nothing could be matched: that is a ``DataError``, not an empty set."""
+    rows = read_manifest(manifest)
+    matched, _ = _matches(rows, labels, _key(manifest, labels, pseudonym_key))
+    return {scan for scan, row in matched.items() if row.label is not None}

@@ -58,9 +58,9 @@ def learning_rate(step: int, total: int, warmup: int, peak: float) -> float:
 
 
 def fingerprint(cfg: PretrainConfig, data_digest: str) -> str:
-    """What names a run: the training settings and the data's digest. Method options and ViT sizes count
-    only where they differ from their defaults, so spelling a default out does not start a run over."""
+    """What names a run: the training settings and the data's digest. Method options and ViT sizes count as
+    the config gave them (typed since, they were free-form then), so runs finished before keep their names."""
     training = cfg.model_dump(mode="json", include=set(_TRAINING_KEYS) - {"vit", "options"})
-    training["vit"] = cfg.vit.model_dump(mode="json", exclude_defaults=True)
-    training["options"] = cfg.options.model_dump(mode="json", exclude_defaults=True)
+    training["vit"] = cfg.vit.model_dump(mode="json", exclude_unset=True)
+    training["options"] = cfg.options.model_dump(mode="json", exclude_unset=True)
     return hashlib.sha256(json.dumps([training, data_digest], sort_keys=True).encode()).hexdigest()[:16]

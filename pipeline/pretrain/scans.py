@@ -21,13 +21,19 @@ from pipeline.data.screen import SkippedFile, screen_and_report
 
 def excluded_scans(manifest: Path, exclude: list[Path], pseudonym_key: str | None, console: Console) -> set[str]:
     """The scans of ``manifest`` that ``exclude`` names: every row of an excluded manifest (``.parquet``, by
-    ``series_key``) and every scan an excluded label CSV gives a label (matched as fine-tuning matches it)."""
+    ``series_key``) and every scan an excluded label CSV gives a label (matched as fine-tuning matches it).
+    Each entry says how many of the manifest's scans it holds out, none included: a CSV that matches
+    nothing (another key, moved files) is then seen, not silently let through."""
+    present = set(read_manifest(manifest).series_key)
     held: set[str] = set()
     for path in exclude:
-        if path.suffix == ".parquet":
-            held |= set(read_rows(path).series_key)
-        else:
-            held |= labelled_scans(manifest, path, pseudonym_key, console)
+        named = (
+            set(read_rows(path).series_key)
+            if path.suffix == ".parquet"
+            else labelled_scans(manifest, path, pseudonym_key)
+        )
+        console.print(f"pretrain.exclude: {path.name} holds out {len(named & present)} of the manifest's scans")
+        held |= named & present
     return held
 
 
@@ -37,9 +43,7 @@ def usable_items(
     """The manifest's items for this run but those of ``exclude``'s scans, less the files that fail the
     screen (each named, with its reason)."""
     rows = read_manifest(manifest)
-    if held := int(rows.series_key.isin(exclude).sum()):
-        console.print(f"{role}: {held} scans held out (pretrain.exclude)")
-        rows = rows[~rows.series_key.isin(exclude)]
+    rows = rows[~rows.series_key.isin(exclude)]
     candidates = items(rows, manifest.parent, cfg.spatial_dims, cfg.slices_per_volume)
     return screen_and_report(candidates, manifest.parent, console, role, cfg.cache_workers)
 
