@@ -200,7 +200,19 @@ class PretrainConfig(_Strict):
         return self
 
 
-FinetuneMode = Literal["linear", "full", "oneclass"]
+FinetuneMode = Literal["linear", "full", "oneclass", "semi"]
+
+
+class SemiConfig(_Strict):
+    """``semi`` mode (FixMatch, Sohn et al. 2020): the budget's labels plus the manifest's unlabelled scans,
+    each taught the label the detector gives its weak view when it is sure, through a strong view."""
+
+    threshold: float = Field(default=0.95, gt=0.5, lt=1)
+    weight: float = Field(default=1.0, ge=0)
+    ratio: int = Field(default=4, ge=1)
+    max_unlabelled: int = Field(default=20000, ge=1)
+    weak: ViewConfig = Field(default_factory=lambda: ViewConfig(crop_min=0.8, intensity=0.0))
+    strong: ViewConfig = Field(default_factory=lambda: ViewConfig(crop_min=0.5, intensity=1.0))
 
 
 class FinetuneConfig(_Strict):
@@ -222,6 +234,8 @@ class FinetuneConfig(_Strict):
     weight_decay: float = Field(default=1e-4, ge=0)
     oneclass_metric: Literal["knn", "mahalanobis"] = "knn"
     oneclass_k: int = Field(default=5, ge=1)
+    semi: SemiConfig = Field(default_factory=SemiConfig)
+    exclude: list[Path] = Field(default_factory=list)
     device: Device = "auto"
     name: Name = "medssl"
     register_detector: bool = True

@@ -76,7 +76,10 @@ def finetune(
         str | None, typer.Option(help="Labels per class from the training part: Nshot, or P% (1%, 10%, 100%).")
     ] = None,
     mode: Annotated[
-        str | None, typer.Option(help="linear (probe), full (fine-tune all), oneclass (normal labels only).")
+        str | None,
+        typer.Option(
+            help="linear (probe), full (all weights), oneclass (normal labels only), semi (full + unlabelled scans)."
+        ),
     ] = None,
     seeds: Annotated[int | None, typer.Option(help="Repeats with other label draws; mean and sd reported.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Folder for detector.pt and finetune.json.")] = None,

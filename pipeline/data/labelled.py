@@ -1,4 +1,5 @@
-"""Labelled scans: label CSV rows matched to manifest rows, and the validation part a run keeps back.
+"""Labelled scans: label CSV rows matched to manifest rows, the validation part a run keeps back, and the
+scans an ``exclude`` list holds out of the stages that learn from unlabelled scans.
 
 A label CSV names original files (``path,label``); the manifest names pseudonymised outputs. They meet
 through the manifest's ``series_key``, which ingest derives from the file's path with the pseudonym key,
@@ -15,7 +16,7 @@ from rich.console import Console
 
 from pipeline.data.items import Item, group_split, items, scans
 from pipeline.data.labels import LabelRow, read_labels
-from pipeline.data.manifest import read_manifest
+from pipeline.data.manifest import read_manifest, read_rows
 from pipeline.data.screen import screen_and_report
 from pipeline.errors import DataError
 from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
@@ -126,3 +127,21 @@ def labelled_scans(manifest: Path, labels: Path, pseudonym_key: str | None) -> s
     rows = read_manifest(manifest)
     matched, _ = _matches(rows, labels, _key(manifest, labels, pseudonym_key))
     return {scan for scan, row in matched.items() if row.label is not None}
+
+
+def excluded_scans(manifest: Path, exclude: list[Path], pseudonym_key: str | None, console: Console) -> set[str]:
+    """The scans of ``manifest`` that ``exclude`` names: every row of an excluded manifest (``.parquet``, by
+    ``series_key``) and every scan an excluded label CSV gives a label (matched as fine-tuning matches it).
+    Each entry says how many of the manifest's scans it holds out, none included: a CSV that matches
+    nothing (another key, moved files) is then seen, not silently let through."""
+    present = set(read_manifest(manifest).series_key)
+    held: set[str] = set()
+    for path in exclude:
+        named = (
+            set(read_rows(path).series_key)
+            if path.suffix == ".parquet"
+            else labelled_scans(manifest, path, pseudonym_key)
+        )
+        console.print(f"exclude: {path.name} holds out {len(named & present)} of the manifest's scans")
+        held |= named & present
+    return held

@@ -24,13 +24,14 @@ from torch import nn
 
 from pipeline.atomic import atomic_path, write_text
 from pipeline.config import Config, FinetuneConfig
-from pipeline.data.augment import views
+from pipeline.data.augment import RandViewd, views
 from pipeline.data.budget import Budget, draw
 from pipeline.data.items import digest, scans
 from pipeline.data.labelled import labelled_items, validation_split
 from pipeline.device import resolve
 from pipeline.errors import FinetuneError
 from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass
+from pipeline.finetune.semi import fit_semi, unlabelled_items
 from pipeline.inference import InputSpec, adapted_to, load_encoder, scan_auroc, score
 from pipeline.registry.store import CHALLENGER, detector_name, log_detector
 from pipeline.report import report_table
@@ -48,6 +49,7 @@ class FinetuneResult:
     encoder: str
     labelled: int
     validation_scans: int
+    unlabelled_scans: int
     val_auroc: list[float]
     labels_used: list[int]
 
@@ -68,16 +70,26 @@ def _fit(
     spec: InputSpec,
     seed: int,
     device: torch.device,
-) -> nn.Module:
+    unlabelled: torch.Tensor | None = None,
+) -> tuple[nn.Module, dict[str, float]]:
+    """The detector of one repeat, and what its fit reports (the semi mode's confident share)."""
     if cfg.mode == "oneclass":
-        return fit_oneclass(encoder, images, labels, cfg, device)
+        return fit_oneclass(encoder, images, labels, cfg, device), {}
     with torch.no_grad():  # in eval mode: a probe batch must not move the pretrained BatchNorm statistics
         dim = int(encoder.eval()(torch.zeros(1, 1, *(spec.size,) * spec.spatial_dims)).shape[1])
     model = fit_linear(encoder, dim, images, labels, cfg.linear_c, seed, device)
+    pretrained = cfg.encoder != "scratch"
     if cfg.mode == "full":
         augment = views(spec.spatial_dims, spec.size, "mae", crop_min=0.8)  # crops and flips, no intensity change
-        model = fit_full(model, images, labels, cfg, augment, seed, device, pretrained=cfg.encoder != "scratch")
-    return model
+        return fit_full(model, images, labels, cfg, augment, seed, device, pretrained), {}
+    if cfg.mode == "semi" and unlabelled is not None:
+        recipes = tuple(
+            RandViewd(spec.spatial_dims, spec.size, v.crop_min, v.flip_axes, v.intensity)
+            for v in (cfg.semi.weak, cfg.semi.strong)
+        )
+        model, share = fit_semi(model, images, labels, unlabelled, cfg, recipes, seed, device, pretrained)
+        return model, {"confident_share": share}
+    return model, {}
 
 
 def run_finetune(config: Config, console: Console) -> FinetuneResult:
@@ -109,6 +121,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
     val_images = spec.load(val) if val else None
     pool = {id(it): i for i, it in enumerate(train)}
     train_images = spec.load(train)
+    unlabelled = unlabelled_items(cfg.manifest, config, spec.spatial_dims, val, console) if cfg.mode == "semi" else []
+    unlabelled_images = spec.load(unlabelled) if unlabelled else None
+    if cfg.mode == "semi" and not unlabelled:
+        raise FinetuneError(f"{cfg.manifest}: semi mode found no unlabelled scan outside the validation part")
     out = cfg.out or cfg.manifest.parent / "finetune"
     tags = {"medssl.mode": cfg.mode, "medssl.budget": cfg.budget, "medssl.dataset_digest": digest(labelled)}
     aurocs, used, first = [], [], None
@@ -125,10 +141,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
                 if cfg.encoder == "scratch"
                 else copy.deepcopy(encoder)
             )
-            detector = _fit(start, train_images[index], labels, cfg, spec, seed, device)
+            detector, report = _fit(start, train_images[index], labels, cfg, spec, seed, device, unlabelled_images)
             aurocs.append(scan_auroc(val, score(detector, val_images, device)) if val else float("nan"))
             used.append(len(scans(chosen)))
-            log_metrics({"labels_used": used[-1]} | ({"val_auroc": aurocs[-1]} if val else {}), step=repeat)
+            log_metrics({"labels_used": used[-1], **report} | ({"val_auroc": aurocs[-1]} if val else {}), step=repeat)
             if first is None:
                 first = detector
             bar.advance(task)
@@ -142,6 +158,7 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             encoder=cfg.encoder,
             labelled=len(scans(labelled)),
             validation_scans=len(scans(val)),
+            unlabelled_scans=len(scans(unlabelled)),
             val_auroc=aurocs,
             labels_used=used,
         )
@@ -180,6 +197,7 @@ def summary_table(result: FinetuneResult) -> Table:
         ("encoder", result.encoder),
         ("labelled scans", str(result.labelled)),
         ("validation scans", str(result.validation_scans)),
+        *([("unlabelled scans", str(result.unlabelled_scans))] if result.mode == "semi" else []),
         ("labels used per repeat", ", ".join(map(str, result.labels_used))),
         ("validation AUROC", ", ".join(f"{a:.3f}" for a in result.val_auroc) if result.validation_scans else "-"),
         ("mean ± sd", f"{result.mean:.3f} ± {result.sd:.3f}" if result.validation_scans else "not validated"),

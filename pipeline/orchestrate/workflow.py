@@ -150,19 +150,20 @@ class Steps:
             return None
         return union_manifest(self.out / "held-out" / "validation.parquet", [(manifest, held)])[0]
 
+    def _judged(self, *more: Path | None) -> list[Path]:
+        """The label CSVs of the scans evaluate and promote judge models on (and ``more``): what no stage
+        that learns from unlabelled scans may see."""
+        listed = (self.config.evaluate.labels, self.config.promote.labels, *more)
+        return list(dict.fromkeys(p for p in listed if p is not None))
+
     def pretrain_config(self, manifest: Path) -> PretrainConfig:
         """The pretrain settings of this run: the manifest, the output folder, and in ``exclude`` what no
-        encoder may see, even unlabelled: the evaluation set's scans (the images evaluate and promote judge
-        models on) and finetune's validation part. ``medssl pretrain`` with these settings trains on the
-        same scans."""
+        encoder may see, even unlabelled: the evaluation set's scans and finetune's validation part.
+        ``medssl pretrain`` with these settings trains on the same scans."""
         cfg = self.config.pretrain
-        exclude = [*cfg.exclude, self.config.evaluate.labels, self.config.promote.labels, self.validation(manifest)]
+        exclude = [*cfg.exclude, *self._judged(self.validation(manifest))]
         return cfg.model_copy(
-            update={
-                "manifest": manifest,
-                "out": cfg.out or self.out / "pretrain",
-                "exclude": list(dict.fromkeys(p for p in exclude if p is not None)),
-            }
+            update={"manifest": manifest, "out": cfg.out or self.out / "pretrain", "exclude": exclude}
         )
 
     def pretrain(self, manifest: Path) -> str:
@@ -184,7 +185,12 @@ class Steps:
         and labels are those of the last run."""
         fine = self.config.finetune
         fine = fine.model_copy(
-            update={"manifest": manifest, "encoder": encoder, "out": fine.out or self.out / "finetune"}
+            update={
+                "manifest": manifest,
+                "encoder": encoder,
+                "out": fine.out or self.out / "finetune",
+                "exclude": [*fine.exclude, *self._judged()],  # the semi mode's unlabelled scans
+            }
         )
         inputs = (fine.model_dump(mode="json"), self._data(manifest), _weights(encoder), _file_digest(fine.labels))
 
@@ -199,7 +205,13 @@ class Steps:
         if not self.config.curve.budgets:
             self.result.outcome["curve"] = "skipped: no curve.budgets"
             return {}
-        fine = self.config.finetune.model_copy(update={"manifest": manifest, "encoder": encoder})
+        fine = self.config.finetune.model_copy(
+            update={
+                "manifest": manifest,
+                "encoder": encoder,
+                "exclude": [*self.config.finetune.exclude, *self._judged()],
+            }
+        )
         cfg = self.config.curve.model_copy(update={"out": self.config.curve.out or self.out / "curve"})
         config = self.config.model_copy(update={"finetune": fine, "curve": cfg})
 

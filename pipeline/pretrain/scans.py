@@ -14,27 +14,9 @@ from rich.console import Console
 
 from pipeline.config import PretrainConfig
 from pipeline.data.items import Item, items
-from pipeline.data.labelled import labelled_scans
-from pipeline.data.manifest import read_manifest, read_rows
+from pipeline.data.labelled import excluded_scans
+from pipeline.data.manifest import read_manifest
 from pipeline.data.screen import SkippedFile, screen_and_report
-
-
-def excluded_scans(manifest: Path, exclude: list[Path], pseudonym_key: str | None, console: Console) -> set[str]:
-    """The scans of ``manifest`` that ``exclude`` names: every row of an excluded manifest (``.parquet``, by
-    ``series_key``) and every scan an excluded label CSV gives a label (matched as fine-tuning matches it).
-    Each entry says how many of the manifest's scans it holds out, none included: a CSV that matches
-    nothing (another key, moved files) is then seen, not silently let through."""
-    present = set(read_manifest(manifest).series_key)
-    held: set[str] = set()
-    for path in exclude:
-        named = (
-            set(read_rows(path).series_key)
-            if path.suffix == ".parquet"
-            else labelled_scans(manifest, path, pseudonym_key)
-        )
-        console.print(f"pretrain.exclude: {path.name} holds out {len(named & present)} of the manifest's scans")
-        held |= named & present
-    return held
 
 
 def usable_items(

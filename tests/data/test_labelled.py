@@ -15,7 +15,8 @@ from pipeline.config import PretrainConfig
 from pipeline.data.items import scans
 from pipeline.data.labelled import labelled_items, labelled_scans
 from pipeline.errors import DataError
-from pipeline.pretrain.scans import excluded_scans, usable_items
+from pipeline.data.labelled import excluded_scans
+from pipeline.pretrain.scans import usable_items
 from pipeline.pseudonym import KEY_ENV
 
 
@@ -51,8 +52,8 @@ def test_excluded_csvs_say_how_many_scans_they_hold_out(with_a_copy, tmp_path):
     held = excluded_scans(manifest, [labels, other], TEST_KEY, Console(file=out, width=200))
     assert len(held) == 7  # the copy too: it is a scan of its own, labelled in the CSV
     assert out.getvalue().splitlines() == [
-        "pretrain.exclude: labels.csv holds out 7 of the manifest's scans",
-        "pretrain.exclude: other.csv holds out 0 of the manifest's scans",
+        "exclude: labels.csv holds out 7 of the manifest's scans",
+        "exclude: other.csv holds out 0 of the manifest's scans",
     ]
     left, _ = usable_items(manifest, PretrainConfig(), Console(file=io.StringIO()), "pretrain", held)
     assert not left

@@ -15,11 +15,10 @@ from rich.console import Console
 
 from pipeline.config import load_config
 from pipeline.data.items import digest, items
-from pipeline.data.labelled import labelled_items, validation_split
+from pipeline.data.labelled import excluded_scans, labelled_items, validation_split
 from pipeline.data.manifest import read_manifest
 from pipeline.errors import WorkflowError
 from pipeline.orchestrate.workflow import STAGES, Steps, run_workflow
-from pipeline.pretrain.scans import excluded_scans
 from pipeline.pseudonym import image_key
 
 pytestmark = pytest.mark.slow  # the whole pipeline, several times
