@@ -236,9 +236,17 @@ class FinetuneConfig(_Strict):
     oneclass_k: int = Field(default=5, ge=1)
     semi: SemiConfig = Field(default_factory=SemiConfig)
     exclude: list[Path] = Field(default_factory=list)
+    target_specificity: float | None = Field(default=0.9, gt=0, le=1)
+    target_sensitivity: float | None = Field(default=None, gt=0, le=1)
     device: Device = "auto"
     name: Name = "medssl"
     register_detector: bool = True
+
+    @model_validator(mode="after")
+    def _one_target(self) -> FinetuneConfig:
+        if (self.target_specificity is None) == (self.target_sensitivity is None):
+            raise ValueError("give one operating target: target_specificity or target_sensitivity (null the other)")
+        return self
 
 
 class CurveConfig(_Strict):
@@ -306,7 +314,7 @@ class ScoreConfig(_Strict):
     model: str = "models:/medssl-detector@champion"
     manifest: Path | None = None
     out: Path | None = None
-    threshold: float = 0.0
+    threshold: float | None = None
     device: Device = "auto"
 
 

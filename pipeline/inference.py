@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import roc_auc_score, roc_curve
 from torch import nn
 
 from models.encoders import build_encoder
@@ -107,6 +107,25 @@ def scan_auroc(found: Sequence[Item], scores: np.ndarray) -> float:
     """AUROC over scans: the scores of one scan's items (slices) are averaged first."""
     scans = per_scan(found, scores)
     return float(roc_auc_score(scans.label, scans.score))
+
+
+def operating_point(
+    labels: np.ndarray, scores: np.ndarray, specificity: float | None, sensitivity: float | None = None
+) -> dict[str, float]:
+    """The threshold (flag at ``score >= threshold``) that meets a target on these scans: specificity at
+    least ``specificity`` with the most sensitivity, or else sensitivity at least ``sensitivity`` with the
+    most specificity; and the specificity and sensitivity it gives there. Every threshold counts (no point
+    of a tied run is dropped); when no flagged scan can meet it, the threshold is just above every score."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    if specificity is not None:
+        allowed = np.flatnonzero(fpr <= 1 - specificity + 1e-12)
+        best = allowed[np.argmax(tpr[allowed])]
+    else:
+        allowed = np.flatnonzero(tpr >= (sensitivity or 0.0) - 1e-12)
+        best = allowed[np.argmin(fpr[allowed])]
+    threshold = thresholds[best] if np.isfinite(thresholds[best]) else np.nextafter(scores.max(), np.inf)
+    return {"threshold": float(threshold), "specificity": float(1 - fpr[best]), "sensitivity": float(tpr[best])}
 
 
 def scan_scores(

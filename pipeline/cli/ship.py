@@ -88,7 +88,9 @@ def score(
         str | None, typer.Option(help="Detector URI or .pt (default models:/medssl-detector@champion).")
     ] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Results CSV (default: scores.csv by it).")] = None,
-    threshold: Annotated[float | None, typer.Option(help="Scores at or above it are flagged abnormal.")] = None,
+    threshold: Annotated[
+        float | None, typer.Option(help="Flag scores at or above it (default: the detector's own operating point).")
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Score the manifest's series with the champion (or --model); series this version already scored are

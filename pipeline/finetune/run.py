@@ -32,7 +32,7 @@ from pipeline.device import resolve
 from pipeline.errors import FinetuneError
 from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass
 from pipeline.finetune.semi import fit_semi, unlabelled_items
-from pipeline.inference import InputSpec, adapted_to, load_encoder, scan_auroc, score
+from pipeline.inference import InputSpec, adapted_to, load_encoder, operating_point, per_scan, scan_auroc, score
 from pipeline.registry.store import CHALLENGER, detector_name, log_detector
 from pipeline.report import report_table
 from pipeline.tracking import log_artifact, log_metrics, stage_run
@@ -52,6 +52,7 @@ class FinetuneResult:
     unlabelled_scans: int
     val_auroc: list[float]
     labels_used: list[int]
+    operating_point: dict[str, float] | None = None  # the first repeat's threshold, specificity, sensitivity
 
     @property
     def mean(self) -> float:
@@ -142,11 +143,18 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
                 else copy.deepcopy(encoder)
             )
             detector, report = _fit(start, train_images[index], labels, cfg, spec, seed, device, unlabelled_images)
-            aurocs.append(scan_auroc(val, score(detector, val_images, device)) if val else float("nan"))
+            scores = score(detector, val_images, device) if val else None
+            aurocs.append(scan_auroc(val, scores) if val else float("nan"))
             used.append(len(scans(chosen)))
             log_metrics({"labels_used": used[-1], **report} | ({"val_auroc": aurocs[-1]} if val else {}), step=repeat)
             if first is None:
                 first = detector
+                if val:  # the registered detector's operating point, on the scans it was validated on
+                    table = per_scan(val, scores)
+                    point = operating_point(
+                        table.label.astype(int), table.score, cfg.target_specificity, cfg.target_sensitivity
+                    )
+                    first.operating_point = point
             bar.advance(task)
         result = FinetuneResult(
             out=out,
@@ -161,6 +169,7 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             unlabelled_scans=len(scans(unlabelled)),
             val_auroc=aurocs,
             labels_used=used,
+            operating_point=getattr(first, "operating_point", None),
         )
         if val:
             log_metrics({"val_auroc_mean": result.mean, "val_auroc_sd": result.sd})
@@ -183,6 +192,8 @@ def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, s
     }
     if (target := adapted_to(detector)) is not None:  # its encoder was pretrained on, or adapted to, a target
         tags["adapted_to"] = target
+    if result.operating_point is not None:
+        tags.update({f"operating_{k}": f"{v:.6g}" for k, v in result.operating_point.items()})
     uri = log_detector(result.detector, detector_name(cfg.name), cfg.register_detector, tags, alias=CHALLENGER)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "detector": str(result.detector)}
@@ -190,6 +201,14 @@ def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, s
     write_text(result.out / "finetune.json", json.dumps(summary, indent=2))
     log_artifact(result.out / "finetune.json")
     return result
+
+
+def _described(point: dict[str, float] | None) -> str:
+    """The operating point as the summary shows it (none when the detector was not validated)."""
+    if point is None:
+        return "- (not validated)"
+    rates = f"specificity {point['specificity']:.2f}, sensitivity {point['sensitivity']:.2f}"
+    return f"score >= {point['threshold']:.4g}: {rates} (validation part)"
 
 
 def summary_table(result: FinetuneResult) -> Table:
@@ -201,6 +220,7 @@ def summary_table(result: FinetuneResult) -> Table:
         ("labels used per repeat", ", ".join(map(str, result.labels_used))),
         ("validation AUROC", ", ".join(f"{a:.3f}" for a in result.val_auroc) if result.validation_scans else "-"),
         ("mean ± sd", f"{result.mean:.3f} ± {result.sd:.3f}" if result.validation_scans else "not validated"),
+        ("operating point", _described(result.operating_point)),
         ("detector", str(result.detector)),
         ("registered", result.model_uri or "-"),
     ]

@@ -16,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 from rich.console import Console
 from rich.table import Table
+from torch import nn
 
+from models.detectors import NormalBank
 from pipeline.atomic import write_text
 from pipeline.config import Config
 from pipeline.data.manifest import read_manifest
@@ -42,6 +44,22 @@ class ScoreResult:
     threshold: float
 
 
+def decision_threshold(model: nn.Module, tags: dict[str, str], given: float | None) -> float:
+    """The threshold a batch flags at: the one given, else the detector's operating point (set by finetune on
+    its validation part, carried by the module and its registry tags), else a classifier's logit 0
+    (probability 0.5). A one-class detector scores distances, whose scale no default fits."""
+    point = getattr(model, "operating_point", None) or {}
+    if given is not None:
+        return given
+    if "threshold" in point:
+        return float(point["threshold"])
+    if "operating_threshold" in tags:
+        return float(tags["operating_threshold"])
+    if isinstance(model, NormalBank):
+        raise ScoreError("this one-class detector has no operating point: give --threshold (from medssl evaluate)")
+    return 0.0
+
+
 def run_score(config: Config, console: Console) -> ScoreResult:
     """Score the manifest's accepted series not yet scored by this model version; append them to the table."""
     cfg = config.score
@@ -50,6 +68,7 @@ def run_score(config: Config, console: Console) -> ScoreResult:
     name, version, ref = pin_model(cfg.model, config.tracking)
     model, tags = load_model(ref, config.tracking)
     spec = input_spec(model, tags, None)
+    threshold = decision_threshold(model, tags, cfg.threshold)
     out = cfg.out or cfg.manifest.parent / "scores.csv"
     previous = (
         pd.read_csv(out, dtype={"version": str, "series_key": str}) if out.is_file() else pd.DataFrame(columns=COLUMNS)
@@ -64,8 +83,8 @@ def run_score(config: Config, console: Console) -> ScoreResult:
         {
             "series_key": scored.scan,
             "score": scored.score.astype(float),
-            "decision": ["abnormal" if s >= cfg.threshold else "normal" for s in scored.score],
-            "threshold": cfg.threshold,
+            "decision": ["abnormal" if s >= threshold else "normal" for s in scored.score],
+            "threshold": threshold,
             "model": name,
             "version": version,
             "scored_at": now,
@@ -81,7 +100,7 @@ def run_score(config: Config, console: Console) -> ScoreResult:
         already_scored=len(accepted) - len(todo),
         not_scored=len(todo) - len(new),
         flagged=int((new.decision == "abnormal").sum()),
-        threshold=cfg.threshold,
+        threshold=threshold,
     )
     with stage_run(config, "score", tags={"medssl.model": f"{name}/{version}"}):
         write_text(out, table.to_csv(index=False))

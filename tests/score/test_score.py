@@ -7,11 +7,12 @@ import shutil
 
 import pandas as pd
 import pytest
+import torch
 from conftest import finetune_config
 from rich.console import Console
 
 from pipeline.config import load_config
-from pipeline.errors import RegistryError
+from pipeline.errors import RegistryError, ScoreError
 from pipeline.finetune import run_finetune
 from pipeline.registry.store import set_alias
 from pipeline.score import run_score
@@ -20,8 +21,9 @@ from pipeline.score.run import COLUMNS
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
 
 
-def _score(store, manifest, out, model="models:/medssl-detector@champion"):
+def _score(store, manifest, out, model="models:/medssl-detector@champion", threshold=None):
     overrides = {"score.model": model, "score.manifest": str(manifest), "score.out": str(out), "tracking.uri": store}
+    overrides |= {"score.threshold": threshold, "tracking.enabled": store is not None}
     return run_score(load_config(None, overrides), QUIET)
 
 
@@ -86,3 +88,29 @@ def test_series_keys_that_look_like_numbers_are_kept_as_written(pneumonia_manife
     again = _score(store, ingested / "day.parquet", out)
     assert (again.scored, again.already_scored) == (0, 2)
     assert sorted(pd.read_csv(out, dtype=str).series_key) == ["0123456789012345", "1234567e89012345"]
+
+
+def test_the_detector_flags_at_its_own_operating_point_unless_told_otherwise(pneumonia_manifest, tmp_path):
+    """finetune picks the threshold on its validation part at the target specificity and stores it with the
+    detector; score flags at it, a given threshold wins, and a one-class detector without one is refused."""
+    cfg = finetune_config(pneumonia_manifest, tmp_path / "ft", budget="16shot", seeds=1, target_specificity=0.8)
+    done = run_finetune(cfg, QUIET)
+    point = done.operating_point
+    assert point is not None and point["specificity"] >= 0.8 and 0 <= point["sensitivity"] <= 1
+    scores = tmp_path / "scores.csv"
+    own = _score(None, pneumonia_manifest, scores, model=str(done.detector))
+    table = pd.read_csv(scores)
+    assert own.threshold == point["threshold"] and set(table.threshold) == {point["threshold"]}
+    assert (table.decision == "abnormal").tolist() == (table.score >= point["threshold"]).tolist()
+    given = _score(None, pneumonia_manifest, tmp_path / "given.csv", model=str(done.detector), threshold=1e9)
+    assert given.threshold == 1e9 and given.flagged == 0
+    bank = run_finetune(finetune_config(pneumonia_manifest, tmp_path / "oc", mode="oneclass", seeds=1), QUIET)
+    torch.save(_without_point(torch.load(bank.detector, weights_only=False)), tmp_path / "bank.pt")
+    with pytest.raises(ScoreError, match="one-class detector has no operating point: give --threshold"):
+        _score(None, pneumonia_manifest, tmp_path / "bank.csv", model=str(tmp_path / "bank.pt"))
+
+
+def _without_point(detector):
+    """A detector as those registered before operating points were stored."""
+    del detector.operating_point
+    return detector
