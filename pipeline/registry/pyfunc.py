@@ -59,6 +59,10 @@ def _images(model_input: Any) -> list[np.ndarray]:
 class ServedDetector(mlflow.pyfunc.PythonModel):
     """Loads ``detector.pt`` (a torch module with ``input_spec``) and scores images with it on the CPU."""
 
+    # MLflow wraps a subclass's predict to validate inputs against its type hints, and warns (on every import
+    # of this module, so in every stage) when there are none; paths or arrays have no hint to give.
+    _skip_type_hint_validation = True
+
     def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
         self.detector = torch.load(context.artifacts["detector"], map_location="cpu", weights_only=False).eval()
         spec = self.detector.input_spec
