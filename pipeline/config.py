@@ -270,7 +270,9 @@ class PromoteConfig(_Strict):
     challenger: str | None = Field(default=None, pattern=r"^[1-9][0-9]*$")
     labels: Path | None = None
     out: Path | None = None
-    margin: float = Field(default=0.01, ge=0)
+    margin: float = Field(default=0.0, ge=0)
+    bootstrap: int = Field(default=1000, ge=100)
+    seed: int = 0
     shift: Path | None = None
     max_shift: float = Field(default=0.75, ge=0.5, le=1)
 

@@ -50,7 +50,9 @@ def promote(
     challenger: Annotated[
         str | None, typer.Option(help="Version to gate (default: the one @challenger names).")
     ] = None,
-    margin: Annotated[float | None, typer.Option(help="AUROC the challenger must gain over the champion.")] = None,
+    margin: Annotated[
+        float | None, typer.Option(help="What the paired interval's lower bound must exceed (default 0).")
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for the evaluations and decision.json.")
     ] = None,
@@ -63,8 +65,9 @@ def promote(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Move @champion to @challenger (or --challenger) only if it beats the champion on the same images by the
-    margin (and, with --shift, only if it was adapted to the site when that site has shifted)."""
+    """Move @champion to @challenger (or --challenger) only if it beats the champion on the same images beyond
+    chance (the paired 95 % interval of the AUROC difference above the margin) and, with --shift, only if it
+    was adapted to the site when that site has shifted."""
     from pipeline.promote import run_promote
 
     overrides = {

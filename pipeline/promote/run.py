@@ -15,12 +15,14 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
 from pipeline.errors import PromoteError
 from pipeline.evaluate import run_evaluate
+from pipeline.evaluate.metrics import paired_auroc_difference
 from pipeline.inference import adapted_to
 from pipeline.registry.store import CHALLENGER, CHAMPION, alias_version, load_model, set_alias
 from pipeline.tracking import log_artifact, log_metrics, stage_run
@@ -35,9 +37,12 @@ class PromoteResult:
     challenger_auroc: float
     champion_auroc: float | None
     margin: float
+    # challenger minus champion on the scans both were scored on, with its paired 95 % interval
+    difference: dict[str, float] | None = None
 
 
-def _auroc(config: Config, name: str, version: str, out: Path, console: Console) -> float:
+def _evaluated(config: Config, name: str, version: str, out: Path, console: Console) -> tuple[float, pd.DataFrame]:
+    """(AUROC, per-image scores) of one version on the promotion set (evaluate's own outputs)."""
     evaluate = config.evaluate.model_copy(
         update={
             "model": f"models:/{name}/{version}",
@@ -47,16 +52,25 @@ def _auroc(config: Config, name: str, version: str, out: Path, console: Console)
         }
     )
     result = run_evaluate(config.model_copy(update={"evaluate": evaluate}), console)
-    return result.metrics["auroc"]["value"]
+    return result.metrics["auroc"]["value"], pd.read_csv(result.out / "scores.csv")
 
 
-def decide(challenger: float, champion: float | None, margin: float) -> tuple[bool, str]:
-    """Promote or not, and why, in words that go into the log."""
-    if champion is None:
+def compare(challenger: pd.DataFrame, champion: pd.DataFrame, resamples: int, seed: int) -> dict[str, float]:
+    """The paired AUROC difference on the images both scored (an image one of them could not score is out)."""
+    both = challenger.merge(champion, on=["path", "label"], suffixes=("_challenger", "_champion"))
+    return paired_auroc_difference(both.label, both.score_challenger, both.score_champion, resamples, seed)
+
+
+def decide(difference: dict[str, float] | None, margin: float) -> tuple[bool, str]:
+    """Promote or not, and why, in words that go into the log: only when the lower bound of the paired
+    interval clears the margin, so a challenger that is better by chance on this set stays a challenger."""
+    if difference is None:
         return True, "no champion yet: the challenger becomes the first"
-    if challenger >= champion + margin:
-        return True, f"challenger AUROC {challenger:.4f} >= champion {champion:.4f} + margin {margin}"
-    return False, f"challenger AUROC {challenger:.4f} < champion {champion:.4f} + margin {margin}"
+    d, low, high, n = difference["difference"], difference["ci_low"], difference["ci_high"], difference["scans"]
+    measured = f"AUROC difference {d:+.4f} (paired 95 % CI {low:+.4f} to {high:+.4f}, {n} scans)"
+    if low > margin:
+        return True, f"{measured}: its lower bound clears the margin {margin}"
+    return False, f"{measured}: its lower bound does not clear the margin {margin}"
 
 
 def shift_gate(report: Path, max_shift: float, adapted: str | None) -> str | None:
@@ -89,17 +103,22 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
     elif cfg.shift is not None:
         module, tags = load_model(f"models:/{cfg.name}/{challenger}", config.tracking)
         refusal = shift_gate(cfg.shift, cfg.max_shift, adapted_to(module) or tags.get("adapted_to"))
+    champion_auroc, difference = None, None
     if refusal is not None:
-        challenger_auroc, champion_auroc, promoted, reason = float("nan"), None, False, refusal
+        challenger_auroc, promoted, reason = float("nan"), False, refusal
     else:
-        challenger_auroc = _auroc(config, cfg.name, challenger, out, console)
-        champion_auroc = None if champion is None else _auroc(config, cfg.name, champion, out, console)
-        promoted, reason = decide(challenger_auroc, champion_auroc, cfg.margin)
+        challenger_auroc, challenger_scores = _evaluated(config, cfg.name, challenger, out, console)
+        if champion is not None:
+            champion_auroc, champion_scores = _evaluated(config, cfg.name, champion, out, console)
+            difference = compare(challenger_scores, champion_scores, cfg.bootstrap, cfg.seed)
+        promoted, reason = decide(difference, cfg.margin)
         # The registry has no compare-and-set: at least do not overwrite a champion that another promote put
         # in place while these two were evaluated, since this challenger was never compared with it.
         if promoted and (now := alias_version(cfg.name, CHAMPION, config.tracking)) != champion:
             promoted, reason = False, f"the champion moved to version {now} during this evaluation: promote again"
-    result = PromoteResult(promoted, reason, challenger, champion, challenger_auroc, champion_auroc, cfg.margin)
+    result = PromoteResult(
+        promoted, reason, challenger, champion, challenger_auroc, champion_auroc, cfg.margin, difference
+    )
     tags = {"medssl.decision": "promoted" if promoted else "refused", "medssl.challenger_version": challenger}
     tags["medssl.reason"] = reason
     with stage_run(config, "promote", tags=tags):
@@ -114,5 +133,7 @@ def run_promote(config: Config, console: Console) -> PromoteResult:
             log_metrics({"challenger_auroc": challenger_auroc})
         if champion_auroc is not None:
             log_metrics({"champion_auroc": champion_auroc})
+        if difference is not None:
+            log_metrics({f"auroc_difference{'' if k == 'difference' else '_' + k}": v for k, v in difference.items()})
         log_artifact(out / "decision.json")
     return result

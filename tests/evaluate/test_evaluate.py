@@ -20,7 +20,7 @@ import pipeline.promote.run as promote
 from pipeline.config import load_config
 from pipeline.errors import PromoteError
 from pipeline.evaluate import run_evaluate
-from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
+from pipeline.evaluate.metrics import bootstrap, paired_auroc_difference, point_metrics, sensitivity_at
 from pipeline.finetune import run_finetune
 from pipeline.promote import run_promote
 from pipeline.promote.run import decide
@@ -192,22 +192,41 @@ def test_a_champion_moved_during_the_evaluation_is_not_overwritten(pneumonia_man
     for tag in ("v2", "v3"):
         _register(pneumonia_manifest, store, tmp_path / tag, "raced")  # v3 ends up as the challenger
     client = mlflow.MlflowClient()
-    evaluate = promote._auroc
+    evaluate = promote._evaluated
 
     def and_another_promote_moves_the_champion(config, name_, version, out, console):
         client.set_registered_model_alias(name, "champion", "2")
-        return evaluate(config, name_, version, out, console) + (1.0 if version == "3" else 0.0)
+        return evaluate(config, name_, version, out, console)
 
-    monkeypatch.setattr(promote, "_auroc", and_another_promote_moves_the_champion)
+    monkeypatch.setattr(promote, "_evaluated", and_another_promote_moves_the_champion)
+    clear_win = {"difference": 0.5, "ci_low": 0.4, "ci_high": 0.6, "scans": 60}  # v3 would be promoted
+    monkeypatch.setattr(promote, "compare", lambda *args: clear_win)
     result = run_promote(cfg, QUIET)
     assert not result.promoted and "moved to version 2" in result.reason
     assert str(client.get_model_version_by_alias(name, "champion").version) == "2"
 
 
-def test_the_margin_is_part_of_the_rule():
-    assert decide(0.90, None, 0.01)[0]
-    assert decide(0.92, 0.90, 0.01)[0]
-    assert not decide(0.905, 0.90, 0.01)[0]
+def test_the_lower_bound_of_the_paired_interval_decides():
+    assert decide(None, 0.0)[0]  # no champion yet
+    assert decide({"difference": 0.05, "ci_low": 0.011, "ci_high": 0.09, "scans": 60}, 0.01)[0]
+    refused, reason = decide({"difference": 0.05, "ci_low": -0.01, "ci_high": 0.11, "scans": 60}, 0.0)
+    assert not refused and "+0.0500 (paired 95 % CI -0.0100 to +0.1100, 60 scans)" in reason
+
+
+def test_the_paired_interval_sees_a_difference_two_single_intervals_miss():
+    """Two detectors that rank 60 scans alike but one pair apart: each AUROC alone is uncertain by about
+    0.05, the difference on the same scans is certain; and a model against itself differs by nothing."""
+    rng = np.random.default_rng(0)
+    labels = np.r_[np.zeros(30, int), np.ones(30, int)]
+    champion = labels + rng.normal(0, 0.8, 60)  # AUROC about 0.8
+    challenger = champion.copy()
+    challenger[labels == 1] += 0.3  # the same ranking, every abnormal scan a little higher
+    paired = paired_auroc_difference(labels, challenger, champion, 1000, 0)
+    alone = [bootstrap(labels, s, 1000, 0)["auroc"] for s in (challenger, champion)]
+    assert paired["difference"] > 0 and paired["ci_low"] > 0
+    assert alone[0]["ci_low"] < alone[1]["value"]  # the challenger's own interval overlaps the champion's AUROC
+    same = paired_auroc_difference(labels, champion, champion, 200, 0)
+    assert same == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "scans": 60}
 
 
 def test_dicom_series_named_by_a_file_or_a_folder_are_scored_too(detector, store, tmp_path):
