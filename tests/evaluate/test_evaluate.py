@@ -20,10 +20,10 @@ import pipeline.promote.run as promote
 from pipeline.config import load_config
 from pipeline.errors import PromoteError
 from pipeline.evaluate import run_evaluate
-from pipeline.evaluate.metrics import bootstrap, paired_auroc_difference, point_metrics, sensitivity_at
+from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
 from pipeline.finetune import run_finetune
 from pipeline.promote import run_promote
-from pipeline.promote.run import decide
+from pipeline.promote.run import decide, paired_auroc_difference
 from pipeline.registry.store import alias_version
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
