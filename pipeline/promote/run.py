@@ -3,8 +3,9 @@
 ``finetune`` registers every new detector as ``<name>@challenger``. Here both the challenger (or the version
 ``promote.challenger`` names: a scheduled run gates its own detector, whatever the alias says by then) and the current
 ``@champion`` are evaluated on the same labelled images (ones neither was trained on), and the champion
-alias moves to the challenger only when its AUROC is higher by at least ``promote.margin``. With no
-champion yet, the challenger becomes the first one. The decision, both evaluations and the reason are
+alias moves to the challenger only when it is better beyond chance: the paired 95 % interval of the AUROC
+difference on those images has its lower bound above ``promote.margin``. With no champion yet, the
+challenger becomes the first one. The decision, both evaluations and the reason are
 written to ``decision.json`` and logged as one MLflow run, so every alias move can be traced.
 """
 
