@@ -113,7 +113,7 @@ def summary_table(result: ScoreResult) -> Table:
     rows = [
         ("model", f"{result.model} version {result.version}"),
         ("scored now", str(result.scored)),
-        ("flagged abnormal", f"{result.flagged} (score >= {result.threshold})"),
+        ("flagged abnormal", f"{result.flagged} (score >= {result.threshold:.4g})"),
         ("already scored by this version", str(result.already_scored)),
         ("not scored (missing or changed files)", str(result.not_scored)),
         ("results", str(result.out)),
