@@ -38,13 +38,18 @@ class Budget:
         return min(available, max(1, wanted))
 
 
+def by_content(found: Sequence[Item]) -> list[str]:
+    """The scans of ``found`` in the order of their content (voxel digest), so that a seeded draw from them
+    picks the same images whatever pseudonym key named the scans."""
+    content = {it["scan"]: it["voxels"] for it in found}
+    return sorted(content, key=lambda scan: (content[scan], scan))
+
+
 def draw(train: Sequence[Item], budget: Budget, seed: int, classes: tuple[int, ...] = (0, 1)) -> list[Item]:
     """The items of the scans a budget allows, drawn at random per class from the training part."""
     rng = np.random.default_rng(seed)
-    # Scans in the order of their content, so a seed draws the same images whatever pseudonym key named them.
-    content = {it["scan"]: it["voxels"] for it in train}
     chosen: set[str] = set()
     for label in classes:
-        pool = sorted({it["scan"] for it in train if it["label"] == label}, key=lambda scan: (content[scan], scan))
+        pool = by_content([it for it in train if it["label"] == label])
         chosen.update(rng.choice(pool, size=budget.count(len(pool)), replace=False).tolist())
     return [it for it in train if it["scan"] in chosen]

@@ -124,7 +124,10 @@ def labelled_scans(manifest: Path, labels: Path, pseudonym_key: str | None) -> s
     """The manifest's scans that ``labels`` gives a 0/1 label, whatever its classes (no image file is read);
     none when the CSV names none of them (an evaluation set ingested elsewhere). Without the pseudonym key
     nothing could be matched: that is a ``DataError``, not an empty set."""
-    rows = read_manifest(manifest)
+    return _labelled_among(read_manifest(manifest), manifest, labels, pseudonym_key)
+
+
+def _labelled_among(rows: pd.DataFrame, manifest: Path, labels: Path, pseudonym_key: str | None) -> set[str]:
     matched, _ = _matches(rows, labels, _key(manifest, labels, pseudonym_key))
     return {scan for scan, row in matched.items() if row.label is not None}
 
@@ -134,13 +137,14 @@ def excluded_scans(manifest: Path, exclude: list[Path], pseudonym_key: str | Non
     ``series_key``) and every scan an excluded label CSV gives a label (matched as fine-tuning matches it).
     Each entry says how many of the manifest's scans it holds out, none included: a CSV that matches
     nothing (another key, moved files) is then seen, not silently let through."""
-    present = set(read_manifest(manifest).series_key)
+    rows = read_manifest(manifest)  # once, however many label CSVs are matched against it
+    present = set(rows.series_key)
     held: set[str] = set()
     for path in exclude:
         named = (
             set(read_rows(path).series_key)
             if path.suffix == ".parquet"
-            else labelled_scans(manifest, path, pseudonym_key)
+            else _labelled_among(rows, manifest, path, pseudonym_key)
         )
         console.print(f"exclude: {path.name} holds out {len(named & present)} of the manifest's scans")
         held |= named & present

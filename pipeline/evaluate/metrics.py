@@ -9,7 +9,9 @@ class balance of the evaluation set and both classes are always present.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from pipeline.inference import operating_point
 
 SPECIFICITIES = (0.90, 0.95)
 
@@ -19,9 +21,7 @@ def sensitivity_at(labels: np.ndarray, scores: np.ndarray, specificity: float) -
 
     Every threshold counts: roc_curve's default drops points on straight runs of the curve (tied scores of
     both classes), and the one the specificity needs can be among them."""
-    fpr, tpr, _ = roc_curve(labels, scores, drop_intermediate=False)
-    allowed = fpr <= 1 - specificity + 1e-12
-    return float(tpr[allowed].max())
+    return operating_point(labels, scores, specificity)["sensitivity"]
 
 
 def point_metrics(labels: np.ndarray, scores: np.ndarray) -> dict[str, float]:

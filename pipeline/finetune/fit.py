@@ -48,6 +48,24 @@ def fit_linear(
     return model
 
 
+def training_setup(
+    model: Classifier, target: torch.Tensor, cfg: FinetuneConfig, gentle: bool, device: torch.device
+) -> tuple[torch.optim.Optimizer, nn.Module]:
+    """AdamW over the head at ``cfg.lr`` and the encoder at ``encoder_lr_factor`` of it when ``gentle``, and
+    a cross-entropy that weighs the classes of ``target`` alike; ``model`` moved to ``device``."""
+    model.to(device)
+    optimiser = torch.optim.AdamW(
+        [
+            {"params": model.encoder.parameters(), "lr": cfg.lr * (cfg.encoder_lr_factor if gentle else 1.0)},
+            {"params": model.head.parameters(), "lr": cfg.lr},
+        ],
+        weight_decay=cfg.weight_decay,
+    )
+    positives = float(target.sum())
+    weight = torch.tensor((len(target) - positives) / positives, device=device)
+    return optimiser, nn.BCEWithLogitsLoss(pos_weight=weight)
+
+
 def fit_full(
     model: Classifier,
     images: torch.Tensor,
@@ -64,17 +82,8 @@ def fit_full(
     gentle = pretrained and len(images) < cfg.gentle_below
     generator = torch.Generator().manual_seed(seed)
     augment.set_random_state(seed)
-    model.to(device)
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": model.encoder.parameters(), "lr": cfg.lr * (cfg.encoder_lr_factor if gentle else 1.0)},
-            {"params": model.head.parameters(), "lr": cfg.lr},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
     target = torch.as_tensor(labels, dtype=torch.float32)
-    positives = float(target.sum())
-    loss_fn = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - positives) / positives, device=device))
+    optimiser, loss_fn = training_setup(model, target, cfg, gentle, device)
     steps = cfg.epochs * max(1, -(-len(images) // cfg.batch_size))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, steps)
     model.train(not gentle)  # eval mode keeps pretrained BatchNorm statistics; gradients reach every weight

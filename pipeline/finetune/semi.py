@@ -19,17 +19,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from rich.console import Console
-from torch import nn
 from torch.nn import functional as F
 
 from models.batchnorm import estimate_batchnorm
 from models.detectors import Classifier
 from pipeline.config import Config, FinetuneConfig
 from pipeline.data.augment import RandViewd
+from pipeline.data.budget import by_content
 from pipeline.data.items import Item, items, scans
 from pipeline.data.labelled import excluded_scans
 from pipeline.data.manifest import read_manifest
 from pipeline.data.screen import screen_and_report
+from pipeline.finetune.fit import training_setup
 
 
 def unlabelled_items(
@@ -43,8 +44,7 @@ def unlabelled_items(
     rows = rows[~rows.series_key.isin(held)]
     found = items(rows, manifest.parent, spatial_dims, config.pretrain.slices_per_volume)
     found, _ = screen_and_report(found, manifest.parent, console, "finetune (unlabelled)")
-    content = {it["scan"]: it["voxels"] for it in found}
-    pool = sorted(content, key=lambda scan: (content[scan], scan))
+    pool = by_content(found)
     if len(pool) > cfg.semi.max_unlabelled:
         rng = np.random.default_rng(cfg.seed)
         pool = rng.choice(pool, size=cfg.semi.max_unlabelled, replace=False).tolist()
@@ -81,18 +81,9 @@ def fit_semi(
     weak.set_random_state(seed)
     strong.set_random_state(seed + 1)
     generator = torch.Generator().manual_seed(seed)
-    model.to(device)
-    factor = cfg.encoder_lr_factor if pretrained and len(images) < cfg.gentle_below else 1.0
-    optimiser = torch.optim.AdamW(
-        [
-            {"params": model.encoder.parameters(), "lr": cfg.lr * factor},
-            {"params": model.head.parameters(), "lr": cfg.lr},
-        ],
-        weight_decay=cfg.weight_decay,
-    )
     target = torch.as_tensor(labels, dtype=torch.float32)
-    positives = float(target.sum())
-    supervised = nn.BCEWithLogitsLoss(pos_weight=torch.tensor((len(target) - positives) / positives, device=device))
+    gentle = pretrained and len(images) < cfg.gentle_below
+    optimiser, supervised = training_setup(model, target, cfg, gentle, device)
     batch, pooled = min(cfg.batch_size, len(images)), cfg.batch_size * cfg.semi.ratio
     per_epoch = max(1, -(-len(unlabelled) // pooled))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, cfg.epochs * per_epoch)
