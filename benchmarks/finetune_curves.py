@@ -7,9 +7,13 @@ given (``--encoder NAME=PATH``, e.g. one pretrained on this site's images and on
 
 - ``ssl-linear``: logistic regression on the frozen SSL encoder;
 - ``ssl-full``: the SSL encoder fine-tuned end to end from that probe;
+- ``semi``: the SSL encoder fine-tuned on the labels and on the pool's unlabelled images (``--mode semi``);
 - ``scratch-full``: the same network from random weights, trained end to end.
 
-A finished cell (arm, budget, settings) is kept in its run folder and reused, so a stopped run goes on.
+Each cell's AUROC comes with a 95 % bootstrap interval over its seeds and validation scans, and each SSL
+cell with its paired difference to scratch at the same budget and its label-saving factor (how many labels
+scratch needs to match it; ``label_saving.py``). A finished cell (arm, budget, settings) is kept in its run
+folder and reused, so a stopped run goes on.
 
 ``--pretrain site pooled`` first pretrains the SSL encoders with the bench config's pretrain section (no
 labels): ``site`` on the training part of this pool only, ``pooled`` on it and on every image of the other
@@ -18,7 +22,8 @@ as many images seen (epochs x images) as ``site``, so the two differ in data, no
 validation part is never pretrained on.
 
 Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets get enough steps and the
-100 % budget stays affordable on a CPU.
+100 % budget stays affordable on a CPU. An epoch of the semi mode is a pass over the unlabelled pool; it
+runs ``ceil(SEMI_IMAGES / unlabelled)`` of them (2 to 30), the same number of unlabelled images on every set.
 
     .venv/bin/python benchmarks/finetune_curves.py --dataset pneumoniamnist --pretrain site --write-results
 """
@@ -45,8 +50,9 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from label_saving import Cell, measure, render  # noqa: E402
 from medmnist import export  # noqa: E402
-from results import RESULTS, section_rows, write_section  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.atomic import write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
@@ -60,8 +66,14 @@ from pipeline.report import label_efficiency_png  # noqa: E402
 
 SHARED = ROOT.parent / "shared" / "data"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
-BUDGETS = ("1shot", "4shot", "16shot", "1%", "10%", "100%")
-ARMS = {"ssl-linear": ("ssl", "linear"), "ssl-full": ("ssl", "full"), "scratch-full": ("scratch", "full")}
+BUDGETS = ("4shot", "16shot", "1%", "10%", "100%")
+ARMS = {
+    "ssl-linear": ("ssl", "linear"),
+    "ssl-full": ("ssl", "full"),
+    "semi": ("ssl", "semi"),
+    "scratch-full": ("scratch", "full"),
+}
+SEMI_IMAGES = 20_000
 
 
 # name -> (folder under ../shared/data, label column, bench config)
@@ -70,8 +82,9 @@ DATASETS = {
     "cxr_nih1000": ("cxr_nih1000", "label", ROOT / "configs" / "bench-64.yaml"),
     "busi": ("busi", "label", ROOT / "configs" / "bench-64.yaml"),
     "busi-malignant": ("busi", "malignant", ROOT / "configs" / "bench-64.yaml"),
+    "brain-mr": ("brain_tumor_mri_nickparvar", "label", ROOT / "configs" / "bench-64.yaml"),
 }
-MODALITY = {"pneumoniamnist": "CXR", "cxr_nih1000": "CXR", "busi": "US", "busi-malignant": "US"}
+MODALITY = {"pneumoniamnist": "CXR", "cxr_nih1000": "CXR", "busi": "US", "busi-malignant": "US", "brain-mr": "MR"}
 
 
 def dataset(name: str, work: Path, console: Console) -> tuple[Path, Path]:
@@ -129,7 +142,10 @@ def pretrain_encoders(
     return encoders
 
 
-def epochs_for(budget: str, pool: int) -> int:
+def epochs_for(mode: str, budget: str, pool: int) -> int:
+    """Fine-tuning epochs of a cell (see the docstring); ``pool`` is the training part's size."""
+    if mode == "semi":
+        return int(min(30, max(2, math.ceil(SEMI_IMAGES / pool))))
     parsed = Budget.parse(budget)
     labels = 2 * parsed.shots if parsed.shots is not None else pool * (parsed.fraction or 0)
     return int(min(30, max(3, math.ceil(4000 / max(labels, 1)))))
@@ -176,7 +192,6 @@ def main() -> None:
     console = Console(stderr=True)
     work = args.work / args.dataset
     manifest, labels = dataset(args.dataset, work, console)
-    pool = len(labels.read_text().splitlines()) - 1
     encoders = dict(e.split("=", 1) if "=" in e else ("", e) for e in args.encoder)
     # The split every cell makes (run_finetune, same settings), made once here: pretraining stays on its
     # training part, and the targets block reads the make-up of its validation part.
@@ -184,7 +199,7 @@ def main() -> None:
     encoders |= pretrain_encoders(args.dataset, args.pretrain, manifest, train, args.work, console)
     if not encoders:
         ap.error("give an SSL encoder: --encoder REF or --pretrain site|pooled")
-    rows, series = [], {}
+    measured = []
     for arm, budget, ref in cells(args.arms.split(","), args.budgets.split(","), encoders):
         mode = ARMS[arm.split(" ")[0]][1]
         overrides = {
@@ -195,33 +210,27 @@ def main() -> None:
             "finetune.manifest": str(manifest),
             "finetune.labels": str(labels),
             "finetune.out": str(work / "runs" / f"{arm.replace(' ', '-')}-{budget}{variant}"),
-            "finetune.epochs": epochs_for(budget, int(pool * 0.8)),
+            "finetune.epochs": epochs_for(mode, budget, len(train)),
             "tracking.uri": f"sqlite:///{work}/mlflow.db",
             "finetune.name": f"bench-{args.dataset}",
             "finetune.register_detector": False,
             **extra,
         }
-        row = cell(load_config(DATASETS[args.dataset][2], overrides), console)
-        rows.append((arm, budget, *row))
-        n, mean, sd, _, minutes, validation = row
-        console.print(f"{arm} {budget}: {mean:.3f} ± {sd:.3f} ({n} labels, {minutes:.1f} min)")
-    section = f"finetune-curves-{args.dataset}"
-    ran = {row[0] for row in rows}
-    # A variant's rows stand alone, beside the table, not merged into it.
-    rows_kept = [] if variant else section_rows(RESULTS, section)
-    earlier = [kept for line in rows_kept if (kept := earlier_row(line))[0] not in ran]
-    rows = earlier + rows
-    for arm, _, n, mean, sd, *_ in rows:
-        series.setdefault(arm, []).append((n, mean, sd))
+        measured.append(cell(arm, budget, load_config(DATASETS[args.dataset][2], overrides), console))
+        console.print(f"{arm} {budget}: {measured[-1].labels} labels, {measured[-1].minutes:.1f} min")
+    table = measure(measured)
+    series: dict[str, list] = {}
+    for m in table:
+        series.setdefault(m.cell.arm, []).append((m.cell.labels, m.auroc, m.low, m.high))
     # The committed figure changes with the committed table only; any other run draws beside its cells.
     figure = (HERE if args.write_results else work) / f"finetune-curves-{args.dataset}{variant}.png"
     label_efficiency_png(series, figure, f"{args.dataset}: validation AUROC vs labels ({args.seeds} seeds)")
-    report = render(args, rows, validation, figure, encoders, bool(earlier))
-    scans = {it["scan"]: it["label"] for it in val}  # one label per scan, as the AUROC counts them
-    report += "\n\n" + targets(rows, sorted(Counter(scans.values()).values()))
+    classes = sorted(Counter({it["scan"]: it["label"] for it in val}.values()).values())
+    report = header(args, len({it["scan"] for it in val}), classes, figure, encoders) + "\n\n" + render(table)
+    write_text(work / f"measured{variant}.json", json.dumps([m.record() for m in table]))
     print(report)
     if args.write_results:
-        write_section(RESULTS, section, report)
+        write_section(RESULTS, f"finetune-curves-{args.dataset}", report)
 
 
 def cells(arms: list[str], budgets: list[str], encoders: dict[str, str]) -> list[tuple[str, str, str]]:
@@ -235,95 +244,38 @@ def cells(arms: list[str], budgets: list[str], encoders: dict[str, str]) -> list
     return out
 
 
-def cell(config: Config, console: Console) -> tuple[int, float, float, list[float], float, int]:
-    """(labels used, AUROC mean, sd, per seed, minutes, validation scans) of one cell; a finished cell with
-    the same settings is read back from its run folder instead of run again."""
+def cell(arm: str, budget: str, config: Config, console: Console) -> Cell:
+    """One cell, its validation scores read back from its run folder when a finished cell there has the
+    same settings (and the same encoder file), run otherwise."""
     done = config.finetune.out / "cell.json"
     settings = config.finetune.model_dump(mode="json")
     if Path(config.finetune.encoder).is_file():  # a retrained encoder at the same path is another cell
         settings["encoder_sha256"] = hashlib.sha256(Path(config.finetune.encoder).read_bytes()).hexdigest()
-    if done.is_file() and (saved := json.loads(done.read_text()))["settings"] == settings:
-        return tuple(saved["row"])  # type: ignore[return-value]
-    began = time.perf_counter()
-    result = run_finetune(config, console)
-    minutes = (time.perf_counter() - began) / 60
-    row = (int(np.mean(result.labels_used)), result.mean, result.sd, result.val_auroc, minutes, result.validation_scans)
-    write_text(done, json.dumps({"settings": settings, "row": row}))
-    return row
+    if not (done.is_file() and (saved := json.loads(done.read_text()))["settings"] == settings):
+        began = time.perf_counter()
+        result = run_finetune(config, console)
+        saved = {
+            "settings": settings,
+            "labels": int(np.mean(result.labels_used)),
+            "minutes": (time.perf_counter() - began) / 60,
+            "scores": str(result.scores),
+        }
+        write_text(done, json.dumps(saved))
+    return Cell(arm, budget, saved["labels"], pd.read_csv(saved["scores"]), saved["minutes"])
 
 
-def earlier_row(line: str) -> tuple:
-    """A row of this dataset's RESULTS.md table, parsed back: the arms a run leaves out keep their figures."""
-    arm, budget, n, auroc, seeds, minutes = (cell.strip() for cell in line.strip().strip("|").split("|"))
-    mean, sd = (float(v) for v in auroc.split("±"))
-    return arm, budget, int(n), mean, sd, [float(v) for v in seeds.split(",")], float(minutes), None
-
-
-def render(
-    args: argparse.Namespace, rows: list, validation: int, figure: Path, encoders: dict[str, str], kept: bool
-) -> str:
+def header(args: argparse.Namespace, scans: int, classes: list[int], figure: Path, encoders: dict[str, str]) -> str:
     named = ", ".join(
         f"{name or 'ssl'} `{Path(ref).relative_to(ROOT) if ref.startswith(str(ROOT)) else ref}`"
         for name, ref in encoders.items()
     )
-    lines = [
+    return (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. Dataset: "
-        f"{args.dataset}; SSL encoders: {named}; {validation} validation "
-        "scans (a stratified, "
-        f"group-disjoint fifth of the labelled pool); {args.seeds} seeds per cell (label draw and "
-        f"initialisation). Figure: `{figure.relative_to(ROOT)}`."
-        + (f" Arms other than {args.arms} are kept from the previous run of this table." if kept else ""),
-        "",
-        "| arm | budget | labels used | AUROC mean ± sd | per seed | minutes |",
-        "|---|---|---|---|---|---|",
-    ]
-    for arm, budget, n, mean, sd, per_seed, minutes, _ in rows:
-        seeds = ", ".join(f"{a:.3f}" for a in per_seed)
-        lines.append(f"| {arm} | {budget} | {n} | {mean:.3f} ± {sd:.3f} | {seeds} | {minutes:.1f} |")
-    return "\n".join(lines)
-
-
-def auroc_se(auroc: float, positives: int, negatives: int) -> float:
-    """Hanley and McNeil's (1982) standard error of one AUROC on a validation set of that make-up: how far
-    two arms' figures must differ before the validation part, not chance, tells them apart."""
-    q1, q2 = auroc / (2 - auroc), 2 * auroc**2 / (1 + auroc)
-    var = auroc * (1 - auroc) + (positives - 1) * (q1 - auroc**2) + (negatives - 1) * (q2 - auroc**2)
-    return math.sqrt(var / (positives * negatives))
-
-
-def targets(rows: list, classes: list[int]) -> str:
-    """The issue's three targets, read off the table for each SSL arm against scratch-full: SSL with 1 % of
-    the labels at least as good as scratch with 10 %; SSL with 10 % as scratch with 100 %; SSL ahead at
-    every budget up to 10 %. Differences at one budget are per seed, where both arms drew the same labels."""
-    cells = {(arm, budget): (mean, per_seed) for arm, budget, _, mean, _, per_seed, *_ in rows}
-    scratch = {budget: cell for (arm, budget), cell in cells.items() if arm == "scratch-full"}
-    small = [b for b in BUDGETS if b != "100%" and b in scratch]
-    lines = [
-        "Targets (SSL arm against scratch-full, means over seeds; the difference at each budget is SSL minus "
-        "scratch, mean of the per-seed differences, as both arms drew the same labels with the same seed). "
-        f"The validation part has {classes[0]} scans of one class and {classes[1]} of the other: one AUROC "
-        f"near 0.6 on it has a standard error of {auroc_se(0.6, *classes):.3f}, near 0.9 of "
-        f"{auroc_se(0.9, *classes):.3f}, near 0.98 of {auroc_se(0.98, *classes):.3f} (Hanley and McNeil).",
-        "",
-        "| SSL arm | 1 % vs scratch 10 % | 10 % vs scratch 100 % | SSL minus scratch, each budget up to 10 % "
-        "| ahead at every budget ≤ 10 % |",
-        "|---|---|---|---|---|",
-    ]
-
-    def versus(arm: str, budget: str, against: str) -> str:
-        if (arm, budget) not in cells or against not in scratch:
-            return "not run"
-        ssl, base = cells[arm, budget][0], scratch[against][0]
-        return f"{'met' if ssl >= base else 'not met'} ({ssl:.3f} vs {base:.3f})"
-
-    for arm in dict.fromkeys(arm for arm, *_ in rows if arm != "scratch-full"):
-        gaps = {b: float(np.mean(np.subtract(cells[arm, b][1], scratch[b][1]))) for b in small if (arm, b) in cells}
-        ahead = "yes" if len(gaps) == len(small) and min(gaps.values()) > 0 else "no"
-        lines.append(
-            f"| {arm} | {versus(arm, '1%', '10%')} | {versus(arm, '10%', '100%')} "
-            f"| {', '.join(f'{b} {g:+.3f}' for b, g in gaps.items())} | {ahead} |"
-        )
-    return "\n".join(lines)
+        f"{args.dataset}; SSL encoders: {named}; {scans} validation scans ({classes[0]} of one class, "
+        f"{classes[1]} of the other: a stratified, group-disjoint fifth of the labelled pool); {args.seeds} "
+        "seeds per cell (label draw and initialisation). Intervals: percentile bootstrap over seeds and "
+        f"validation scans, paired between an arm and scratch. Figure: `{figure.relative_to(ROOT)}`."
+    )
 
 
 if __name__ == "__main__":

@@ -44,18 +44,22 @@ def roc_png(curves: Mapping[str, tuple[np.ndarray, np.ndarray, float]], path: Pa
     return _save(fig, path)
 
 
-def label_efficiency_png(series: Mapping[str, Sequence[tuple[int, float, float]]], path: Path, title: str) -> Path:
-    """AUROC (mean ± sd over seeds) against labels used, one line per encoder: ``{name: [(n, mean, sd)]}``."""
+def label_efficiency_png(
+    series: Mapping[str, Sequence[tuple[int, float, float, float]]], path: Path, title: str
+) -> Path:
+    """AUROC against labels used, one line per arm, each point with its 95 % interval as a band (bootstrap
+    intervals stay within [0, 1], where mean ± sd of a few seeds need not): ``{name: [(n, mean, low, high)]}``."""
     fig = Figure(figsize=(5.5, 4))
     ax = fig.subplots()
     for name, points in series.items():
-        n, mean, sd = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
-        ax.errorbar(n, mean, yerr=sd, marker="o", capsize=3, label=name)
+        n, mean, low, high = (np.array(v, dtype=float) for v in zip(*sorted(points), strict=True))
+        (line,) = ax.plot(n, mean, marker="o", label=name)
+        ax.fill_between(n, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log")
-    ticks = sorted({int(n) for points in series.values() for n, _, _ in points})
+    ticks = sorted({int(p[0]) for points in series.values() for p in points})
     ax.set_xticks(ticks, [str(n) for n in ticks])  # the budgets themselves, not 2x10^0-style log labels
     ax.xaxis.set_minor_formatter(NullFormatter())
-    ax.set(xlabel="labelled scans used (log scale)", ylabel="AUROC", title=title)
+    ax.set(xlabel="labelled scans used (log scale)", ylabel="AUROC (95 % interval)", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return _save(fig, path)

@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from rich.console import Console
 from rich.progress import Progress
@@ -53,6 +54,7 @@ class FinetuneResult:
     val_auroc: list[float]
     labels_used: list[int]
     operating_point: dict[str, float] | None = None  # the first repeat's threshold, specificity, sensitivity
+    scores: Path | None = None  # validation-scores.csv: each repeat's score of each validation scan
 
     @property
     def mean(self) -> float:
@@ -128,7 +130,7 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
         raise FinetuneError(f"{cfg.manifest}: semi mode found no unlabelled scan outside the validation part")
     out = cfg.out or cfg.manifest.parent / "finetune"
     tags = {"medssl.mode": cfg.mode, "medssl.budget": cfg.budget, "medssl.dataset_digest": digest(labelled)}
-    aurocs, used, first = [], [], None
+    aurocs, used, first, tables = [], [], None, []
 
     with stage_run(config, "finetune", tags=tags) as run, Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"finetune {cfg.mode} {cfg.budget}", total=cfg.seeds)
@@ -145,12 +147,14 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             detector, report = _fit(start, train_images[index], labels, cfg, spec, seed, device, unlabelled_images)
             scores = score(detector, val_images, device) if val else None
             aurocs.append(scan_auroc(val, scores) if val else float("nan"))
+            if val:
+                tables.append(per_scan(val, scores).assign(repeat=repeat))
             used.append(len(scans(chosen)))
             log_metrics({"labels_used": used[-1], **report} | ({"val_auroc": aurocs[-1]} if val else {}), step=repeat)
             if first is None:
                 first = detector
                 if val:  # the registered detector's operating point, on the scans it was validated on
-                    table = per_scan(val, scores)
+                    table = tables[-1]
                     point = operating_point(
                         table.label.astype(int), table.score, cfg.target_specificity, cfg.target_sensitivity
                     )
@@ -173,6 +177,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
         )
         if val:
             log_metrics({"val_auroc_mean": result.mean, "val_auroc_sd": result.sd})
+            result = replace(result, scores=out / "validation-scores.csv")
+            with atomic_path(result.scores) as tmp:
+                pd.concat(tables)[["repeat", "scan", "label", "score"]].to_csv(tmp, index=False)
+            log_artifact(result.scores)
         return _publish(first, result, cfg, spec)
 
 
@@ -197,6 +205,7 @@ def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, s
     uri = log_detector(result.detector, detector_name(cfg.name), cfg.register_detector, tags, alias=CHALLENGER)
     result = replace(result, model_uri=uri)
     summary = {**asdict(result), "out": str(result.out), "detector": str(result.detector)}
+    summary["scores"] = None if result.scores is None else str(result.scores)
     summary.update(val_auroc_mean=result.mean, val_auroc_sd=result.sd)
     write_text(result.out / "finetune.json", json.dumps(summary, indent=2))
     log_artifact(result.out / "finetune.json")

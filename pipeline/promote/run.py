@@ -16,16 +16,15 @@ import math
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 from rich.console import Console
-from sklearn.metrics import roc_auc_score
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
 from pipeline.errors import PromoteError
 from pipeline.evaluate import run_evaluate
 from pipeline.inference import adapted_to
+from pipeline.intervals import paired_difference
 from pipeline.registry.store import CHALLENGER, CHAMPION, alias_version, load_model, set_alias
 from pipeline.tracking import log_artifact, log_metrics, stage_run
 
@@ -57,31 +56,10 @@ def _evaluated(config: Config, name: str, version: str, out: Path, console: Cons
     return result.metrics["auroc"]["value"], pd.read_csv(result.out / "scores.csv")
 
 
-def paired_auroc_difference(
-    labels: np.ndarray, challenger: np.ndarray, champion: np.ndarray, resamples: int = 1000, seed: int = 0
-) -> dict[str, float]:
-    """AUROC(challenger) - AUROC(champion) on the same scans, with a paired percentile 95 % interval: each
-    resample draws scans (within each class, as ``bootstrap``) and scores both models on that same draw, so
-    the interval reflects how much the two differ, not how much each AUROC moves on its own."""
-    labels = np.asarray(labels)
-    challenger, champion = np.asarray(challenger, dtype=np.float64), np.asarray(champion, dtype=np.float64)
-    if set(np.unique(labels).tolist()) != {0, 1}:
-        raise ValueError("the comparison needs normal (0) and abnormal (1) scans")
-    rng = np.random.default_rng(seed)
-    classes = [np.flatnonzero(labels == c) for c in (0, 1)]
-    draws = []
-    for _ in range(resamples):
-        index = np.concatenate([rng.choice(members, size=len(members), replace=True) for members in classes])
-        draws.append(roc_auc_score(labels[index], challenger[index]) - roc_auc_score(labels[index], champion[index]))
-    low, high = np.percentile(draws, [2.5, 97.5]) if resamples else (np.nan, np.nan)
-    difference = roc_auc_score(labels, challenger) - roc_auc_score(labels, champion)
-    return {"difference": float(difference), "ci_low": float(low), "ci_high": float(high), "scans": len(labels)}
-
-
 def compare(challenger: pd.DataFrame, champion: pd.DataFrame, resamples: int, seed: int) -> dict[str, float]:
     """The paired AUROC difference on the images both scored (an image one of them could not score is out)."""
     both = challenger.merge(champion, on=["path", "label"], suffixes=("_challenger", "_champion"))
-    return paired_auroc_difference(both.label, both.score_challenger, both.score_champion, resamples, seed)
+    return paired_difference(both.label, both.score_challenger, both.score_champion, resamples, seed)
 
 
 def decide(difference: dict[str, float] | None, margin: float) -> tuple[bool, str]:

@@ -22,8 +22,9 @@ from pipeline.errors import PromoteError
 from pipeline.evaluate import run_evaluate
 from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
 from pipeline.finetune import run_finetune
+from pipeline.intervals import paired_difference
 from pipeline.promote import run_promote
-from pipeline.promote.run import decide, paired_auroc_difference
+from pipeline.promote.run import decide
 from pipeline.registry.store import alias_version
 
 QUIET = Console(file=open(os.devnull, "w"))  # noqa: SIM115
@@ -221,11 +222,11 @@ def test_the_paired_interval_sees_a_difference_two_single_intervals_miss():
     champion = labels + rng.normal(0, 0.8, 60)  # AUROC about 0.8
     challenger = champion.copy()
     challenger[labels == 1] += 0.3  # the same ranking, every abnormal scan a little higher
-    paired = paired_auroc_difference(labels, challenger, champion, 1000, 0)
+    paired = paired_difference(labels, challenger, champion, 1000, 0)
     alone = [bootstrap(labels, s, 1000, 0)["auroc"] for s in (challenger, champion)]
     assert paired["difference"] > 0 and paired["ci_low"] > 0
     assert alone[0]["ci_low"] < alone[1]["value"]  # the challenger's own interval overlaps the champion's AUROC
-    same = paired_auroc_difference(labels, champion, champion, 200, 0)
+    same = paired_difference(labels, champion, champion, 200, 0)
     assert same == {"difference": 0.0, "ci_low": 0.0, "ci_high": 0.0, "scans": 60}
 
 

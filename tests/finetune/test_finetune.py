@@ -18,6 +18,7 @@ import torch
 from conftest import PNEUMONIA, TEST_KEY, TINY_ENCODER, finetune_config
 from PIL import Image
 from rich.console import Console
+from sklearn.metrics import roc_auc_score
 
 from models.batchnorm import estimate_batchnorm
 from models.detectors import Classifier
@@ -79,6 +80,11 @@ def test_sixteen_labels_per_class_on_a_pretrained_encoder_flag_pneumonia(ingeste
     assert result.labels_used == [32, 32]  # 16 normal + 16 pneumonia scans per repeat
     assert result.labelled == 100 and 25 <= result.validation_scans <= 35
     assert result.mean > 0.75, result.val_auroc
+    # Each repeat's score of each validation scan is kept: the intervals over seeds and scans read them.
+    table = pd.read_csv(result.scores)
+    assert list(table.columns) == ["repeat", "scan", "label", "score"] and len(table) == 2 * result.validation_scans
+    per_repeat = [roc_auc_score(t.label, t.score) for _, t in table.groupby("repeat")]
+    np.testing.assert_allclose(per_repeat, result.val_auroc)
     # Registered as the challenger; the registry copy scores as the saved file does.
     client = mlflow.MlflowClient()
     version = client.get_model_version_by_alias("medssl-detector", "challenger")

@@ -62,6 +62,9 @@ def test_every_stage_runs_nested_then_a_rerun_skips_them(tmp_path, dask_schedule
     assert {(row["arm"], row["budget"], row["labels"]) for row in curve} == {
         (arm, budget, n) for arm in ("ssl (linear)", "scratch (full)") for budget, n in (("4shot", 8), ("16shot", 32))
     }
+    # Each point carries its bootstrap interval over seeds and validation scans, within [0, 1].
+    assert all(0 <= row["ci_low"] <= row["auroc_mean"] <= row["ci_high"] <= 1 for row in curve)
+    assert any(row["ci_low"] < row["ci_high"] for row in curve)
     assert (tmp_path / "out" / "curve" / "label-efficiency.png").stat().st_size > 10_000
 
     # The encoder never saw the finetune split's validation part, even unlabelled: its AUROC is measured there.
