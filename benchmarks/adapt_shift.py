@@ -26,13 +26,13 @@ import pandas as pd
 import torch
 from adapt_sites import CONFIG, Site, both_ways, options, probes, publish, start
 from PIL import Image
+from results import SHARED
 from scipy.ndimage import gaussian_filter
 
 from pipeline.atomic import write_text
 from pipeline.config import load_config
 from pipeline.ingest import run_ingest
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 SCANNER_B = {"gamma": 2.0, "blur_sigma": 0.7, "noise_sd": 0.04}
 
 

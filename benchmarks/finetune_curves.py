@@ -52,7 +52,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from label_saving import Cell, measure, render  # noqa: E402
 from medmnist import export  # noqa: E402
-from results import RESULTS, write_section  # noqa: E402
+from results import RESULTS, SHARED, write_section  # noqa: E402
 
 from pipeline.atomic import write_text  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
@@ -64,7 +64,6 @@ from pipeline.ingest import run_ingest  # noqa: E402
 from pipeline.pretrain import run_pretrain  # noqa: E402
 from pipeline.report import label_efficiency_png  # noqa: E402
 
-SHARED = ROOT.parent / "shared" / "data"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
 BUDGETS = ("4shot", "16shot", "1%", "10%", "100%")
 ARMS = {

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pydicom
 from pydicom.uid import generate_uid
+from results import SHARED
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 # Real series that every converter in the comparison stacks without resampling (no tilt, no gaps).
 SERIES = [
     "dcm_qa_nih/In/20180918GE/mr_0004",  # GE EPI, 150 classic slices, 4D

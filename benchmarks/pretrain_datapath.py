@@ -29,7 +29,7 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from results import RESULTS, write_section  # noqa: E402
+from results import RESULTS, SHARED, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.data.augment import RandViewd, views  # noqa: E402
@@ -103,7 +103,7 @@ def timed_epochs(loader, make_model, cfg, setup, epochs: int, order: torch.Gener
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--source", type=Path, nargs="+", default=[ROOT.parent / "shared" / "data" / "busi"])
+    ap.add_argument("--source", type=Path, nargs="+", default=[SHARED / "busi"])
     ap.add_argument("--slices-per-volume", type=int, default=8, help="2D slices taken from each volume")
     ap.add_argument("--section", default="pretrain-datapath", help="RESULTS.md section to replace")
     ap.add_argument("--size", type=int, default=64)

@@ -26,7 +26,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from medmnist import export  # noqa: E402
-from results import RESULTS, section_rows, write_section  # noqa: E402
+from results import RESULTS, SHARED, section_rows, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
@@ -34,7 +34,7 @@ from pipeline.pretrain import run_pretrain  # noqa: E402
 from pipeline.pretrain.model import build_model  # noqa: E402
 from pipeline.pretrain.monitor import knn_monitor  # noqa: E402
 
-NPZ = ROOT.parent / "shared" / "data" / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
+NPZ = SHARED / "pneumoniamnist" / "pneumoniamnist_trainval.npz"
 CONFIG = ROOT / "configs" / "bench-pneumoniamnist.yaml"
 METHODS = ("simclr", "moco", "dino", "mae")
 

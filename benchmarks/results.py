@@ -1,11 +1,16 @@
-"""Writing a benchmark's figures into its own marked section of RESULTS.md, leaving the others as they are."""
+"""Writing a benchmark's figures into its own marked section of RESULTS.md, leaving the others as they are; and
+where the benchmarks find the shared images."""
 
 from __future__ import annotations
 
+import os
 from itertools import takewhile
 from pathlib import Path
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+# The public images of ../shared/data; $MEDSSL_SHARED_DATA points elsewhere (the GPU machine, where ../shared
+# does not travel and benchmarks/gpu_prepare.sh copies what its check needs).
+SHARED = Path(os.environ.get("MEDSSL_SHARED_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
 def write_section(path: Path, name: str, body: str) -> None:

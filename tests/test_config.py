@@ -7,6 +7,7 @@ import yaml
 from conftest import ROOT
 
 from pipeline.config import Config, ConfigError, load_config
+from pipeline.data.presets import VIEW_PRESETS
 
 DEFAULT = ROOT / "configs" / "default.yaml"
 
@@ -49,3 +50,18 @@ def test_bad_config_names_the_key(tmp_path, text, message):
     cfg_file.write_text(text)
     with pytest.raises(ConfigError, match=message):
         load_config(cfg_file)
+
+
+def test_view_presets_name_a_recipe_in_yaml_and_flags(tmp_path):
+    """``views: us`` in a file, or a preset name as a flag, is that modality's recipe; each ``-weak`` form keeps
+    its geometry's flips and changes no intensity; an unknown name lists the presets."""
+    path = tmp_path / "c.yaml"
+    path.write_text("pretrain:\n  views: us\nfinetune:\n  semi: {weak: us-weak, strong: us}\n")
+    config = load_config(path, {"pretrain.views": "mr"})
+    assert config.pretrain.views.model_dump() == VIEW_PRESETS["mr"]
+    assert config.finetune.semi.weak.model_dump() == VIEW_PRESETS["us-weak"]
+    for name, recipe in VIEW_PRESETS.items():
+        if name.endswith("-weak"):
+            assert recipe["intensity"] == 0 and recipe["flip_axes"] == VIEW_PRESETS[name[:-5]]["flip_axes"]
+    with pytest.raises(ConfigError, match=r"'pretrain\.views'.*unknown view preset 'ct'; presets: cxr, cxr-weak"):
+        load_config(None, {"pretrain.views": "ct"})

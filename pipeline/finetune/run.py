@@ -11,7 +11,9 @@ detector is saved as ``detector.pt`` and registered as ``<name>-detector`` with 
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -74,8 +76,10 @@ def _fit(
     seed: int,
     device: torch.device,
     unlabelled: torch.Tensor | None = None,
+    checkpoint: tuple[Path, str] | None = None,
 ) -> tuple[nn.Module, dict[str, float]]:
-    """The detector of one repeat, and what its fit reports (the semi mode's confident share)."""
+    """The detector of one repeat, and what its fit reports (the semi mode's confident share); the semi
+    mode checkpoints each epoch to ``checkpoint`` (path, fingerprint of this fit)."""
     if cfg.mode == "oneclass":
         return fit_oneclass(encoder, images, labels, cfg, device), {}
     with torch.no_grad():  # in eval mode: a probe batch must not move the pretrained BatchNorm statistics
@@ -90,7 +94,10 @@ def _fit(
             RandViewd(spec.spatial_dims, spec.size, v.crop_min, v.flip_axes, v.intensity)
             for v in (cfg.semi.weak, cfg.semi.strong)
         )
-        model, share = fit_semi(model, images, labels, unlabelled, cfg, recipes, seed, device, pretrained)
+        path, fingerprint = checkpoint or (None, "")
+        model, share = fit_semi(
+            model, images, labels, unlabelled, cfg, recipes, seed, device, pretrained, path, fingerprint
+        )
         return model, {"confident_share": share}
     return model, {}
 
@@ -144,7 +151,10 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
                 if cfg.encoder == "scratch"
                 else copy.deepcopy(encoder)
             )
-            detector, report = _fit(start, train_images[index], labels, cfg, spec, seed, device, unlabelled_images)
+            resume = (out / "checkpoints" / f"semi-{repeat}.pt", _fingerprint(config, chosen, seed))
+            detector, report = _fit(
+                start, train_images[index], labels, cfg, spec, seed, device, unlabelled_images, resume
+            )
             scores = score(detector, val_images, device) if val else None
             aurocs.append(scan_auroc(val, scores) if val else float("nan"))
             if val:
@@ -181,7 +191,16 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
             with atomic_path(result.scores) as tmp:
                 pd.concat(tables)[["repeat", "scan", "label", "score"]].to_csv(tmp, index=False)
             log_artifact(result.scores)
-        return _publish(first, result, cfg, spec)
+        published = _publish(first, result, cfg, spec)
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)  # every repeat is in the results now
+    return published
+
+
+def _fingerprint(config: Config, chosen: list, seed: int) -> str:
+    """What a semi checkpoint must match to be resumed: the settings, the encoder, the labels drawn."""
+    settings = config.finetune.model_dump(mode="json", exclude={"out", "seeds", "register_detector", "name"})
+    text = json.dumps([settings, config.pretrain.model_dump(mode="json"), sorted(scans(chosen)), seed], default=str)
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _publish(detector: nn.Module, result: FinetuneResult, cfg: FinetuneConfig, spec: InputSpec) -> FinetuneResult:

@@ -1,12 +1,21 @@
 """Semi-supervised fine-tuning: the few labels, and the archive's unlabelled scans while the detector learns.
 
-FixMatch (Sohn et al. 2020) for one abnormality logit. Each step takes a batch of labelled images (a weak
+Two families, ``finetune.semi.method``:
+
+- ``fixmatch`` (Sohn et al. 2020), for one abnormality logit. Each step takes a batch of labelled images (a weak
 view each, the usual weighted cross-entropy) and ``ratio`` times as many unlabelled ones: the detector,
 without gradient, scores a weak view of each; where it is sure (probability above ``threshold`` or below
 ``1 - threshold``) that call becomes the image's label for a strong view, whose cross-entropy weighs
 ``weight``. Confident calls spread along the unlabelled data the encoder already organised, which is where
-few labels gain most. It starts from the linear probe, as ``full`` does, and the encoder's BatchNorm learns on
-the large mixed batches; its statistics are estimated afresh over every image at the end.
+few labels gain most.
+- ``meanteacher`` (Tarvainen & Valpola 2017): a teacher whose weights are an exponential average (``ema``) of
+  the detector's scores a weak view of each unlabelled image, and the detector's probability on a strong
+  view is pulled towards it (squared error, every image, its weight ramped up over the first third of
+  training). The averaged teacher is the model kept.
+
+Both start from the linear probe, as ``full`` does, and the encoder's BatchNorm learns on the large mixed
+batches; its statistics are estimated afresh over every image at the end. The state after each epoch is
+checkpointed, so a killed run resumes the repeat it was in (and reloads the repeats it had finished).
 
 The unlabelled pool is every usable item of the manifest but the validation part (what the detector is
 judged on during fine-tuning) and the scans ``finetune.exclude`` names (what evaluate and promote judge it on).
@@ -14,15 +23,18 @@ judged on during fine-tuning) and the scans ``finetune.exclude`` names (what eva
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
 from rich.console import Console
+from torch import nn
 from torch.nn import functional as F
 
 from models.batchnorm import estimate_batchnorm
 from models.detectors import Classifier
+from pipeline.atomic import atomic_path
 from pipeline.config import Config, FinetuneConfig
 from pipeline.data.augment import RandViewd
 from pipeline.data.budget import by_content
@@ -64,6 +76,31 @@ def fixmatch_loss(
     return loss, float(confident.mean())
 
 
+def mean_teacher_loss(teacher_logits: torch.Tensor, student_logits: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """(loss, share of images the teacher is sure of, for the log): the squared gap between the student's
+    probability on a strong view and the teacher's on the weak view; every image counts."""
+    p = torch.sigmoid(teacher_logits.detach())
+    loss = F.mse_loss(torch.sigmoid(student_logits), p)
+    return loss, float(((p >= 0.95) | (p <= 0.05)).float().mean())
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """The teacher's weights become an exponential average of the student's; its BatchNorm statistics follow
+    the student's as they are."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.lerp_(s, 1 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        t.copy_(s)
+
+
+def rampup(progress: float, length: float = 0.3) -> float:
+    """Tarvainen & Valpola's sigmoid ramp of the consistency weight over the first ``length`` of training:
+    early targets come from a teacher that has not yet learnt the labels."""
+    t = min(progress / length, 1.0)
+    return float(np.exp(-5 * (1 - t) ** 2))
+
+
 def fit_semi(
     model: Classifier,
     images: torch.Tensor,
@@ -74,37 +111,99 @@ def fit_semi(
     seed: int,
     device: torch.device,
     pretrained: bool = True,
+    checkpoint: Path | None = None,
+    fingerprint: str = "",
 ) -> tuple[Classifier, float]:
     """(the fitted model, share of unlabelled images confident over the last epoch). An epoch is one pass
-    over the unlabelled pool, the labelled images cycling beside it."""
+    over the unlabelled pool, the labelled images cycling beside it. With ``checkpoint``, the state after
+    each epoch is written there and a run with the same ``fingerprint`` resumes from it."""
+    semi = cfg.semi
     weak, strong = views
-    weak.set_random_state(seed)
-    strong.set_random_state(seed + 1)
-    generator = torch.Generator().manual_seed(seed)
     target = torch.as_tensor(labels, dtype=torch.float32)
     gentle = pretrained and len(images) < cfg.gentle_below
     optimiser, supervised = training_setup(model, target, cfg, gentle, device)
-    batch, pooled = min(cfg.batch_size, len(images)), cfg.batch_size * cfg.semi.ratio
+    teacher = copy.deepcopy(model).requires_grad_(False) if semi.method == "meanteacher" else None
+    batch, pooled = min(cfg.batch_size, len(images)), cfg.batch_size * semi.ratio
     per_epoch = max(1, -(-len(unlabelled) // pooled))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, cfg.epochs * per_epoch)
-    used = 0.0
-    for _ in range(cfg.epochs):
-        order = torch.randperm(len(unlabelled), generator=generator).split(pooled)
+    start, used = _resume(checkpoint, fingerprint, model, teacher, optimiser, schedule)
+    for epoch in range(start, cfg.epochs):
+        # Each epoch's random streams start from (seed, epoch): a resumed epoch draws what it would have.
+        generator = torch.Generator().manual_seed(seed * 1009 + epoch)
+        weak.set_random_state(seed * 1009 + epoch)
+        strong.set_random_state(seed * 1013 + epoch + 1)
         shares = []
-        for pool in order:
+        for step, pool in enumerate(torch.randperm(len(unlabelled), generator=generator).split(pooled)):
             labelled = torch.randperm(len(images), generator=generator)[:batch]
-            x = images[labelled].to(device)
-            u = unlabelled[pool].to(device)
+            x, u = images[labelled].to(device), unlabelled[pool].to(device)
             model.train()
-            logits = model(torch.cat([weak.view(x), weak.view(u), strong.view(u)]))
-            head, weak_u, strong_u = logits[: len(x)], logits[len(x) : len(x) + len(u)], logits[len(x) + len(u) :]
-            consistency, share = fixmatch_loss(weak_u, strong_u, cfg.semi.threshold)
-            loss = supervised(head, target[labelled].to(device)) + cfg.semi.weight * consistency
+            logits = model(torch.cat([weak.view(x), strong.view(u)] + ([] if teacher else [weak.view(u)])))
+            head, strong_u = logits[: len(x)], logits[len(x) : len(x) + len(u)]
+            if teacher is None:
+                consistency, share = fixmatch_loss(logits[len(x) + len(u) :], strong_u, semi.threshold)
+                weight = semi.weight
+            else:
+                with torch.no_grad():
+                    teacher_u = teacher.eval()(weak.view(u))
+                consistency, share = mean_teacher_loss(teacher_u, strong_u)
+                weight = semi.weight * rampup((epoch * per_epoch + step) / (cfg.epochs * per_epoch))
+            loss = supervised(head, target[labelled].to(device)) + weight * consistency
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
             schedule.step()
+            if teacher is not None:
+                ema_update(teacher, model, semi.ema)
             shares.append(share)
         used = float(np.mean(shares))
+        if checkpoint is not None:
+            _save(checkpoint, fingerprint, epoch + 1, used, model, teacher, optimiser, schedule)
+    final = teacher if teacher is not None else model  # the mean teacher's average is its better model
     # The running averages lag the last weights; estimated afresh over every image they match them.
-    return estimate_batchnorm(model, torch.cat([images, unlabelled]), cfg.batch_size, device), used
+    return estimate_batchnorm(final, torch.cat([images, unlabelled]), cfg.batch_size, device), used
+
+
+def _save(
+    path: Path,
+    fingerprint: str,
+    epoch: int,
+    used: float,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> None:
+    """The state after ``epoch`` epochs, written atomically (a kill mid-write keeps the previous one)."""
+    state = {
+        "fingerprint": fingerprint,
+        "epoch": epoch,
+        "used": used,
+        "model": model.state_dict(),
+        "teacher": None if teacher is None else teacher.state_dict(),
+        "optimiser": optimiser.state_dict(),
+        "schedule": schedule.state_dict(),
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def _resume(
+    path: Path | None,
+    fingerprint: str,
+    model: nn.Module,
+    teacher: nn.Module | None,
+    optimiser: torch.optim.Optimizer,
+    schedule: torch.optim.lr_scheduler.LRScheduler,
+) -> tuple[int, float]:
+    """(epochs done, last confident share) from a checkpoint of this very fit, or (0, 0.0) without one."""
+    if path is None or not path.is_file():
+        return 0, 0.0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state["fingerprint"] != fingerprint:
+        return 0, 0.0
+    model.load_state_dict(state["model"])
+    if teacher is not None and state["teacher"] is not None:
+        teacher.load_state_dict(state["teacher"])
+    optimiser.load_state_dict(state["optimiser"])
+    schedule.load_state_dict(state["schedule"])
+    return int(state["epoch"]), float(state["used"])
