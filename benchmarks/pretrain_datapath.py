@@ -35,7 +35,7 @@ from pipeline.config import load_config  # noqa: E402
 from pipeline.data.augment import RandViewd, views  # noqa: E402
 from pipeline.data.items import items  # noqa: E402
 from pipeline.data.manifest import read_manifest  # noqa: E402
-from pipeline.data.transforms import KEY, deterministic  # noqa: E402
+from pipeline.data.transforms import INDEX, KEY, deterministic  # noqa: E402
 from pipeline.device import resolve  # noqa: E402
 from pipeline.ingest import run_ingest  # noqa: E402
 from pipeline.pretrain.loop import seed_epoch, train_epoch  # noqa: E402
@@ -63,7 +63,7 @@ class ItemViewsd(Randomizable):
 
     def __call__(self, data):
         image = torch.as_tensor(data[KEY])[None]
-        return {name: self.view.view(image)[0] for name in VIEWS}
+        return {INDEX: data[INDEX]} | {name: self.view.view(image)[0] for name in VIEWS}
 
 
 def model_only(make_model, setup, size: int, batch: int, steps: int = 10) -> float:
@@ -156,7 +156,7 @@ def main() -> None:
 
         chain = Compose([*deterministic(2, args.size).transforms, ItemViewsd(view)])
         plain = DataLoader(
-            Dataset(rows, chain),
+            Dataset([dict(row) | {INDEX: i} for i, row in enumerate(rows)], chain),
             batch_size=args.batch_size,
             shuffle=True,
             generator=order,

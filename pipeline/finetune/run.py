@@ -67,7 +67,7 @@ class FinetuneResult:
         return float(np.std(self.val_auroc, ddof=1)) if len(self.val_auroc) > 1 else 0.0
 
 
-def _fit(
+def fit_detector(
     encoder: nn.Module,
     images: torch.Tensor,
     labels: np.ndarray,
@@ -152,7 +152,7 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
                 else copy.deepcopy(encoder)
             )
             resume = (out / "checkpoints" / f"semi-{repeat}.pt", _fingerprint(config, chosen, seed))
-            detector, report = _fit(
+            detector, report = fit_detector(
                 start, train_images[index], labels, cfg, spec, seed, device, unlabelled_images, resume
             )
             scores = score(detector, val_images, device) if val else None
