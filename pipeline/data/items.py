@@ -47,7 +47,9 @@ def _slice_indices(depth: int, count: int) -> list[int]:
 
 def items(manifest: pd.DataFrame, root: Path, spatial_dims: int, slices_per_volume: int) -> list[Item]:
     """The items of the manifest's rows for a ``spatial_dims`` run: a 2D run takes every 2D image and
-    ``slices_per_volume`` slices of every volume; a 3D run takes the volumes."""
+    ``slices_per_volume`` slices of every volume; a 3D run takes the volumes. They come in the order of
+    their content (voxel digest, slice), not of the manifest, whose keyed series keys order it by the
+    pseudonym key: training meets the same images in the same order whatever key an archive was given."""
     out: list[Item] = []
     for row in manifest.to_dict("records"):
         depth = _depth(row["shape"])
@@ -71,7 +73,7 @@ def items(manifest: pd.DataFrame, root: Path, spatial_dims: int, slices_per_volu
             out.append(base)
         else:
             out += [Item({**base, "slice": i}) for i in _slice_indices(depth, slices_per_volume)]
-    return out
+    return sorted(out, key=lambda it: (it["voxels"], -1 if it["slice"] is None else it["slice"], it["scan"]))
 
 
 def scans(found: Sequence[Item]) -> set[str]:
@@ -96,6 +98,11 @@ def group_split(rows: list[Item], fraction: float, seed: int) -> tuple[list[Item
     counts = np.unique(labels, return_counts=True)[1]
     if len(counts) < 2 or counts.min() < n_splits or len({it["group"] for it in rows}) < n_splits:
         return rows, []
+    # A group is named by its content (its first voxel digest), not by its keyed patient pseudonym, so the
+    # folds hold the same images whatever pseudonym key the archive was ingested with.
+    named: dict[str, str] = {}
+    for it in rows:
+        named[it["group"]] = min(named.get(it["group"], it["voxels"]), it["voxels"])
     folds = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
-    keep, held = next(folds.split(np.zeros(len(rows)), labels, [it["group"] for it in rows]))
+    keep, held = next(folds.split(np.zeros(len(rows)), labels, [named[it["group"]] for it in rows]))
     return [rows[i] for i in keep], [rows[i] for i in held]

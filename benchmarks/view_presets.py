@@ -1,0 +1,118 @@
+"""Which view recipe suits which modality: MoCo pretrained with each candidate recipe, judged on the set's
+validation part.
+
+For a set (its pool split once into a training part and a stratified, group-disjoint validation fifth, as
+``finetune_curves.py`` splits it), each recipe pretrains a MoCo encoder on the training part without labels
+(``configs/bench-64.yaml``, the same epochs for every recipe), then is judged by what the labels see of it
+on the validation part: the kNN AUROC (bank: the training part with its labels) and linear probes on 16
+labels per class (3 seeds) and on every training label. Candidates: the recipe tuned on PneumoniaMNIST
+(``bench``), the config's default (``default``), and the modality presets of ``pipeline/data/presets.py``.
+
+    .venv/bin/python benchmarks/view_presets.py --dataset busi --recipes bench,default,us --write-results
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from finetune_curves import DATASETS, dataset, pool_parts  # noqa: E402
+from results import RESULTS, write_section  # noqa: E402
+
+from pipeline.config import load_config  # noqa: E402
+from pipeline.data.manifest import union_manifest  # noqa: E402
+from pipeline.data.presets import VIEW_PRESETS  # noqa: E402
+from pipeline.finetune import run_finetune  # noqa: E402
+from pipeline.pretrain import run_pretrain  # noqa: E402
+from pipeline.pretrain.monitor import KnnMonitor  # noqa: E402
+
+RECIPES = VIEW_PRESETS | {
+    "bench": {"crop_min": 0.8, "flip_axes": [0], "intensity": 0.3},
+    "default": {"crop_min": 0.5, "flip_axes": [0], "intensity": 1.0},
+}
+IMAGES_SEEN = 30_000  # epochs x training images of every recipe's pretraining, so sets of any size cost alike
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", default="busi", choices=sorted(DATASETS))
+    ap.add_argument("--recipes", default="bench,default,us", help=f"comma-separated, of {', '.join(RECIPES)}")
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--work", type=Path, default=HERE / "work" / "curves")
+    ap.add_argument("--write-results", action="store_true")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    console = Console(stderr=True)
+    work = args.work / args.dataset
+    manifest, labels = dataset(args.dataset, work, console)
+    bench = DATASETS[args.dataset][2]
+    config = load_config(bench, {"tracking.enabled": False})
+    train, val = pool_parts(manifest, labels, config, console)
+    epochs = int(min(60, max(5, round(IMAGES_SEEN / len(train)))))
+    union, _ = union_manifest(work / "ssl-site.parquet", [(manifest, {it["scan"] for it in train})])
+    monitor = KnnMonitor(train, val, config.pretrain, k=20)
+    rows = []
+    for name in args.recipes.split(","):
+        began = time.perf_counter()
+        overrides = {
+            "tracking.enabled": False,
+            "pretrain.manifest": str(union),
+            "pretrain.views": RECIPES[name],
+            "pretrain.epochs": epochs,
+            "pretrain.monitor.every": 0,
+            "pretrain.register_encoder": False,
+            "pretrain.out": str(work / "views" / name),
+        }
+        pretrained = run_pretrain(load_config(bench, overrides), console)
+        encoder = torch.load(pretrained.encoder, map_location="cpu", weights_only=False)
+        knn = monitor(encoder, torch.device("cpu"))
+        probes = []
+        for budget, seeds in (("16shot", 3), ("100%", 1)):
+            cell = {
+                "tracking.enabled": False,
+                "finetune.encoder": str(pretrained.encoder),
+                "finetune.mode": "linear",
+                "finetune.budget": budget,
+                "finetune.seeds": seeds,
+                "finetune.manifest": str(manifest),
+                "finetune.labels": str(labels),
+                "finetune.register_detector": False,
+                "finetune.out": str(work / "views" / name / f"linear-{budget.replace('%', 'pct')}"),
+            }
+            probes.append(run_finetune(load_config(bench, cell), console))
+        minutes = (time.perf_counter() - began) / 60
+        recipe = RECIPES[name]
+        rows.append(
+            f"| {args.dataset} | {name} | {recipe['crop_min']} | {recipe['flip_axes']} | {recipe['intensity']} "
+            f"| {knn:.3f} | {probes[0].mean:.3f} ± {probes[0].sd:.3f} | {probes[1].mean:.3f} | {minutes:.1f} |"
+        )
+        console.print(rows[-1])
+    report = "\n".join(
+        [
+            f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. {args.dataset}: "
+            f"MoCo ({bench.name}) on the {len(train)} training images for {epochs} epochs per recipe; "
+            f"{len({it['scan'] for it in val})} validation scans. Linear 16-shot: mean ± sd of 3 label draws.",
+            "",
+            "| set | recipe | crop_min | flip axes | intensity | kNN AUROC | linear, 16 shots | linear, all labels "
+            "| minutes |",
+            "|---|---|---|---|---|---|---|---|---|",
+            *rows,
+        ]
+    )
+    print(report)
+    if args.write_results:
+        write_section(RESULTS, f"view-presets-{args.dataset}", report)
+
+
+if __name__ == "__main__":
+    main()
