@@ -51,15 +51,22 @@ demo: install
 	@echo "Evaluation:     demo-out/evaluate/metrics.json, roc.png"
 	@echo "MLflow:         $(BIN)/mlflow ui --backend-store-uri sqlite:///demo-out/mlflow.db"
 
+# Every benchmark table of benchmarks/RESULTS.md, each under its command there (hours on 2 CPU cores; a
+# finished cell is kept under benchmarks/work/, so a stopped run goes on). The label-saving table is the
+# four finetune_curves.py runs and label_saving.py's summary of them.
 bench: install
 	$(BIN)/python benchmarks/ingest_bench.py
 	$(BIN)/python benchmarks/pretrain_datapath.py
 	$(BIN)/python benchmarks/pretrain_knn.py --epochs simclr=80,moco=80,dino=80
-	$(BIN)/python benchmarks/finetune_curves.py --dataset pneumoniamnist --pretrain site
 	$(BIN)/python benchmarks/suggest_vs_random.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt
-	$(BIN)/python benchmarks/finetune_curves.py --dataset busi --pretrain site
-	$(BIN)/python benchmarks/finetune_curves.py --dataset busi-malignant --pretrain site
-	$(BIN)/python benchmarks/finetune_curves.py --dataset cxr_nih1000 --pretrain site pooled
+	for set in pneumoniamnist busi cxr_nih1000 brain-mr; do \
+		$(BIN)/python benchmarks/finetune_curves.py --dataset $$set --pretrain site --threads 1 --write-results || exit 1; \
+	done
+	$(BIN)/python benchmarks/label_saving.py --write-results
+	for set in cxr_nih1000 busi brain-mr; do \
+		$(BIN)/python benchmarks/view_presets.py --dataset $$set --write-results || exit 1; \
+	done
+	$(BIN)/python benchmarks/adapt_views.py --write-results
 	$(BIN)/python benchmarks/adapt_sites.py --budget 10%,100%
 	$(BIN)/python benchmarks/adapt_shift.py --budget 10%,100%
 	rm -rf benchmarks/work/adapt-cli && $(BIN)/python benchmarks/adapt_cli.py

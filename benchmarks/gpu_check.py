@@ -78,7 +78,7 @@ def main() -> None:
     ap.add_argument("--steps", default="pretrain-2d,pretrain-3d,torchrun,datapath,simclr-1024,semi")
     args = ap.parse_args()
     console = Console(stderr=True)
-    out, quick, device = args.out, args.quick, args.device
+    out, quick, device = args.out.resolve(), args.quick, args.device
     amp = device == "cuda"
     epochs = 2 if quick else 20
     train = export(NPZ, out / "png", {"train": None})["train"]

@@ -8,7 +8,7 @@ on the validation part: the kNN AUROC (bank: the training part with its labels) 
 labels per class (3 seeds) and on every training label. Candidates: the recipe tuned on PneumoniaMNIST
 (``bench``), the config's default (``default``), and the modality presets of ``pipeline/data/presets.py``.
 
-    .venv/bin/python benchmarks/view_presets.py --dataset busi --recipes bench,default,us --write-results
+    .venv/bin/python benchmarks/view_presets.py --dataset busi --write-results
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from rich.console import Console
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from finetune_curves import DATASETS, dataset, pool_parts  # noqa: E402
+from finetune_curves import DATASETS, MODALITY, dataset, pool_parts  # noqa: E402
 from results import RESULTS, write_section  # noqa: E402
 
 from pipeline.config import load_config  # noqa: E402
@@ -45,7 +45,10 @@ IMAGES_SEEN = 30_000  # epochs x training images of every recipe's pretraining, 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="busi", choices=sorted(DATASETS))
-    ap.add_argument("--recipes", default="bench,default,us", help=f"comma-separated, of {', '.join(RECIPES)}")
+    ap.add_argument(
+        "--recipes",
+        help=f"comma-separated, of {', '.join(RECIPES)} (default: bench, default and the set's modality preset)",
+    )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--work", type=Path, default=HERE / "work" / "curves")
     ap.add_argument("--write-results", action="store_true")
@@ -53,6 +56,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     console = Console(stderr=True)
+    recipes = args.recipes or f"bench,default,{MODALITY[args.dataset].lower()}"
     work = args.work / args.dataset
     manifest, labels = dataset(args.dataset, work, console)
     bench = DATASETS[args.dataset][2]
@@ -62,7 +66,7 @@ def main() -> None:
     union, _ = union_manifest(work / "ssl-site.parquet", [(manifest, {it["scan"] for it in train})])
     monitor = KnnMonitor(train, val, config.pretrain, k=20)
     rows = []
-    for name in args.recipes.split(","):
+    for name in recipes.split(","):
         began = time.perf_counter()
         overrides = {
             "tracking.enabled": False,
