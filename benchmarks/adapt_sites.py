@@ -29,6 +29,7 @@ import os
 import platform
 import sys
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -99,6 +100,24 @@ def direction(
     source: Site, target: Site, args: argparse.Namespace, config: Config, out: Path, console: Console
 ) -> dict[str, dict[str, list[float]]]:
     """Every arm's AUROC per seed for source -> target, per label budget; continued SSL writes under ``out``."""
+    continued = continued_ssl(source, target, args.ssl_epochs, config, out, console)
+    adapted_encoder = torch.load(continued, map_location="cpu", weights_only=False)
+    return {budget: arms(source, target, budget, adapted_encoder, args, config, console) for budget in args.budget}
+
+
+class Pretrained(Protocol):
+    """A site (or a view) as continued SSL needs it: its name, SSL encoder and training-part manifest."""
+
+    name: str
+    encoder_path: Path
+    train_manifest: Path
+
+
+def continued_ssl(
+    source: Pretrained, target: Pretrained, epochs: int, config: Config, out: Path, console: Console
+) -> Path:
+    """The source encoder after ``epochs`` more of SSL on the target's training part (``medssl adapt
+    --method ssl``)."""
     ssl = config.adapt.model_copy(
         update={
             "model": str(source.encoder_path),
@@ -108,10 +127,8 @@ def direction(
             "register_model": False,
         }
     )
-    pretrain = config.pretrain.model_copy(update={"epochs": args.ssl_epochs})
-    continued = run_adapt(config.model_copy(update={"adapt": ssl, "pretrain": pretrain}), console).model
-    adapted_encoder = torch.load(continued, map_location="cpu", weights_only=False)
-    return {budget: arms(source, target, budget, adapted_encoder, args, config, console) for budget in args.budget}
+    pretrain = config.pretrain.model_copy(update={"epochs": epochs})
+    return run_adapt(config.model_copy(update={"adapt": ssl, "pretrain": pretrain}), console).model
 
 
 def arms(

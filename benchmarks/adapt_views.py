@@ -37,11 +37,12 @@ from rich.console import Console
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
+from adapt_sites import continued_ssl  # noqa: E402
 from finetune_curves import epochs_for  # noqa: E402
 from results import RESULTS, SHARED, write_section  # noqa: E402
 
 from pipeline.adapt import run_shift  # noqa: E402
-from pipeline.adapt.run import adabn, run_adapt, tent  # noqa: E402
+from pipeline.adapt.run import adabn, tent  # noqa: E402
 from pipeline.config import Config, load_config  # noqa: E402
 from pipeline.data.budget import Budget, draw  # noqa: E402
 from pipeline.data.labelled import labelled_items, validation_split  # noqa: E402
@@ -115,17 +116,7 @@ def fitted(arm: str, encoder: Path, view: View, chosen: list[dict], budget: str,
 
 def direction(source: View, target: View, args: argparse.Namespace, config: Config, out: Path, console: Console):
     """{row: per-seed AUROCs} of source -> target: each arm in-view and cross-view, and the adaptations."""
-    ssl = config.adapt.model_copy(
-        update={
-            "model": str(source.encoder_path),
-            "target": str(target.train_manifest),
-            "method": "ssl",
-            "out": out / f"{source.name}-to-{target.name}-ssl",
-            "register_model": False,
-        }
-    )
-    pretrain = config.pretrain.model_copy(update={"epochs": args.ssl_epochs})
-    continued = run_adapt(config.model_copy(update={"adapt": ssl, "pretrain": pretrain}), console).model
+    continued = continued_ssl(source, target, args.ssl_epochs, config, out, console)
     rows: dict[str, list[float]] = {}
     for seed in range(args.seeds):
         chosen = draw(source.train, Budget.parse(args.budget), seed)
