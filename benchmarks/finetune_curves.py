@@ -81,7 +81,7 @@ DATASETS = {
     "cxr_nih1000": ("cxr_nih1000", "label", ROOT / "configs" / "bench-64.yaml"),
     "busi": ("busi", "label", ROOT / "configs" / "bench-64.yaml"),
     "busi-malignant": ("busi", "malignant", ROOT / "configs" / "bench-64.yaml"),
-    "brain-mr": ("brain_tumor_mri_nickparvar", "label", ROOT / "configs" / "bench-64.yaml"),
+    "brain-mr": ("brain_tumor_mri_nickparvar", "label", ROOT / "configs" / "bench-mr.yaml"),
 }
 MODALITY = {"pneumoniamnist": "CXR", "cxr_nih1000": "CXR", "busi": "US", "busi-malignant": "US", "brain-mr": "MR"}
 

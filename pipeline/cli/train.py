@@ -120,7 +120,7 @@ def curve(
     budgets: Annotated[
         str | None, typer.Option(help="Comma-separated budgets, e.g. 1shot,4shot,16shot,10% (curve.budgets).")
     ] = None,
-    mode: Annotated[str | None, typer.Option(help="How the SSL arm trains: linear, full or oneclass.")] = None,
+    mode: Annotated[str | None, typer.Option(help="How the SSL arm trains: linear, full, oneclass or semi.")] = None,
     seeds: Annotated[int | None, typer.Option(help="Label draws per budget and arm (mean ± sd).")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for curve.json and label-efficiency.png.")
