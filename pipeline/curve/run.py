@@ -63,7 +63,7 @@ def run_curve(config: Config, console: Console) -> CurveResult:
                 )
                 done = run_finetune(config.model_copy(update={"finetune": cell}), console)
                 labels = round(sum(done.labels_used) / len(done.labels_used))
-                points.setdefault(arm, []).append((labels, done.mean, *_interval(done.scores, cfg.seed)))
+                points.setdefault(arm, []).append((labels, done.mean, *_interval(done.scores, fine.seed)))
                 log_metrics({f"auroc_{arm.split()[0]}_{labels}": done.mean})
         title = f"validation AUROC vs labels ({fine.seeds} seeds)"
         figure = label_efficiency_png(points, out / "label-efficiency.png", title)
