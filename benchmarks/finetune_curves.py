@@ -23,7 +23,8 @@ validation part is never pretrained on.
 
 Full fine-tuning runs ``ceil(4000 / labels)`` epochs (3 to 30), so small budgets get enough steps and the
 100 % budget stays affordable on a CPU. An epoch of the semi mode is a pass over the unlabelled pool; it
-runs ``ceil(SEMI_IMAGES / unlabelled)`` of them (2 to 30), the same number of unlabelled images on every set.
+runs ``ceil(SEMI_IMAGES / unlabelled)`` of them (2 to 10): about the same number of unlabelled images on the
+larger sets, and at most ten passes over the small ones (each semi step holds nine times a labelled batch).
 
     .venv/bin/python benchmarks/finetune_curves.py --dataset pneumoniamnist --pretrain site --write-results
 """
@@ -144,7 +145,7 @@ def pretrain_encoders(
 def epochs_for(mode: str, budget: str, pool: int) -> int:
     """Fine-tuning epochs of a cell (see the docstring); ``pool`` is the training part's size."""
     if mode == "semi":
-        return int(min(30, max(2, math.ceil(SEMI_IMAGES / pool))))
+        return int(min(10, max(2, math.ceil(SEMI_IMAGES / pool))))
     parsed = Budget.parse(budget)
     labels = 2 * parsed.shots if parsed.shots is not None else pool * (parsed.fraction or 0)
     return int(min(30, max(3, math.ceil(4000 / max(labels, 1)))))

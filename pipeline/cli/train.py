@@ -121,7 +121,7 @@ def curve(
         str | None, typer.Option(help="Comma-separated budgets, e.g. 1shot,4shot,16shot,10% (curve.budgets).")
     ] = None,
     mode: Annotated[str | None, typer.Option(help="How the SSL arm trains: linear, full, oneclass or semi.")] = None,
-    seeds: Annotated[int | None, typer.Option(help="Label draws per budget and arm (mean ± sd).")] = None,
+    seeds: Annotated[int | None, typer.Option(help="Label draws per budget and arm (mean and 95 % interval).")] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for curve.json and label-efficiency.png.")
     ] = None,
