@@ -56,7 +56,7 @@ from medmnist import export  # noqa: E402
 from results import RESULTS, SHARED, write_section  # noqa: E402
 
 from pipeline.atomic import write_text  # noqa: E402
-from pipeline.config import Config, load_config  # noqa: E402
+from pipeline.config import Config, FinetuneConfig, load_config  # noqa: E402
 from pipeline.data.budget import Budget  # noqa: E402
 from pipeline.data.labelled import labelled_items, validation_split  # noqa: E402
 from pipeline.data.manifest import union_manifest  # noqa: E402
@@ -251,7 +251,7 @@ def cell(arm: str, budget: str, config: Config, console: Console) -> Cell:
     settings = config.finetune.model_dump(mode="json")
     if Path(config.finetune.encoder).is_file():  # a retrained encoder at the same path is another cell
         settings["encoder_sha256"] = hashlib.sha256(Path(config.finetune.encoder).read_bytes()).hexdigest()
-    if not (done.is_file() and (saved := json.loads(done.read_text()))["settings"] == settings):
+    if not (done.is_file() and _settings(saved := json.loads(done.read_text())) == settings):
         began = time.perf_counter()
         result = run_finetune(config, console)
         saved = {
@@ -262,6 +262,15 @@ def cell(arm: str, budget: str, config: Config, console: Console) -> Cell:
         }
         write_text(done, json.dumps(saved))
     return Cell(arm, budget, saved["labels"], pd.read_csv(saved["scores"]), saved["minutes"])
+
+
+def _settings(saved: dict) -> dict:
+    """A finished cell's settings as today's config reads them: a key added to the config since then takes
+    its default, which is what that cell ran with."""
+    settings = dict(saved["settings"])
+    sha = settings.pop("encoder_sha256", None)
+    settings = FinetuneConfig.model_validate(settings).model_dump(mode="json")
+    return settings | ({"encoder_sha256": sha} if sha else {})
 
 
 def header(args: argparse.Namespace, scans: int, classes: list[int], figure: Path, encoders: dict[str, str]) -> str:

@@ -56,7 +56,10 @@ def label_efficiency_png(
         (line,) = ax.plot(n, mean, marker="o", label=name)
         ax.fill_between(n, low, high, color=line.get_color(), alpha=0.15, linewidth=0)
     ax.set_xscale("log")
-    ticks = sorted({int(p[0]) for points in series.values() for p in points})
+    ticks: list[int] = []
+    for n in sorted({int(p[0]) for points in series.values() for p in points}):
+        if not ticks or n >= 1.4 * ticks[-1]:  # labels closer than that on a log axis would overprint
+            ticks.append(n)
     ax.set_xticks(ticks, [str(n) for n in ticks])  # the budgets themselves, not 2x10^0-style log labels
     ax.xaxis.set_minor_formatter(NullFormatter())
     ax.set(xlabel="labelled scans used (log scale)", ylabel="AUROC (95 % interval)", title=title)
