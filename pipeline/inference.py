@@ -97,10 +97,11 @@ def score(detector: nn.Module, images: torch.Tensor, device: torch.device, batch
 
 
 def per_scan(found: Sequence[Item], scores: np.ndarray) -> pd.DataFrame:
-    """One row per scan: its label and the mean of its items' scores (a volume's slices)."""
+    """One row per scan: its label and the mean of its items' scores (a volume's slices), in the order the
+    items come (their content's), not sorted by the keyed scan names."""
     table = pd.DataFrame({"scan": [it["scan"] for it in found], "label": [it["label"] for it in found]})
     table["score"] = scores
-    return table.groupby("scan", as_index=False).agg(label=("label", "first"), score=("score", "mean"))
+    return table.groupby("scan", as_index=False, sort=False).agg(label=("label", "first"), score=("score", "mean"))
 
 
 def scan_auroc(found: Sequence[Item], scores: np.ndarray) -> float:

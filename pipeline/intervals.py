@@ -77,8 +77,12 @@ def paired_difference(
 
 def repeat_scores(tables: Mapping[str, pd.DataFrame]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """(labels, ``{arm: one row of scan scores per repeat}``) from finetune's ``validation-scores.csv``
-    tables (``repeat, scan, label, score``), on the scans every arm scored, in one order."""
+    tables (``repeat, scan, label, score``), on the scans every arm scored, in the first table's order."""
     wide = {arm: t.pivot(index="scan", columns="repeat", values="score") for arm, t in tables.items()}
-    common = sorted(set.intersection(*(set(w.index) for w in wide.values())))
-    labels = next(iter(tables.values())).drop_duplicates("scan").set_index("scan").label.loc[common]
+    shared = set.intersection(*(set(w.index) for w in wide.values()))
+    # In the first table's order (finetune writes scans in the order of their content): sorted by keyed
+    # scan names, the bootstrap's draws would depend on the pseudonym key.
+    first = next(iter(tables.values())).drop_duplicates("scan").set_index("scan")
+    common = [scan for scan in first.index if scan in shared]
+    labels = first.label.loc[common]
     return labels.to_numpy(dtype=int), {arm: w.loc[common].to_numpy().T for arm, w in wide.items()}
