@@ -181,6 +181,11 @@ def main() -> None:
         "get their own run folders, and it cannot be combined with --write-results",
     )
     ap.add_argument("--work", type=Path, default=HERE / "work" / "curves")
+    ap.add_argument(
+        "--finished-only",
+        action="store_true",
+        help="tabulate the cells already finished and run none (a stopped run's partial table)",
+    )
     ap.add_argument("--write-results", action="store_true")
     args = ap.parse_args()
     if args.set and args.write_results:
@@ -216,8 +221,12 @@ def main() -> None:
             "finetune.register_detector": False,
             **extra,
         }
-        measured.append(cell(arm, budget, load_config(DATASETS[args.dataset][2], overrides), console))
-        console.print(f"{arm} {budget}: {measured[-1].labels} labels, {measured[-1].minutes:.1f} min")
+        found = cell(arm, budget, load_config(DATASETS[args.dataset][2], overrides), console, args.finished_only)
+        if found is None:
+            console.print(f"{arm} {budget}: not finished, left out")
+            continue
+        measured.append(found)
+        console.print(f"{arm} {budget}: {found.labels} labels, {found.minutes:.1f} min")
     table = measure(measured)
     series: dict[str, list] = {}
     for m in table:
@@ -244,14 +253,16 @@ def cells(arms: list[str], budgets: list[str], encoders: dict[str, str]) -> list
     return out
 
 
-def cell(arm: str, budget: str, config: Config, console: Console) -> Cell:
+def cell(arm: str, budget: str, config: Config, console: Console, finished_only: bool = False) -> Cell | None:
     """One cell, its validation scores read back from its run folder when a finished cell there has the
-    same settings (and the same encoder file), run otherwise."""
+    same settings (and the same encoder file), run otherwise (None instead with ``finished_only``)."""
     done = config.finetune.out / "cell.json"
     settings = config.finetune.model_dump(mode="json")
     if Path(config.finetune.encoder).is_file():  # a retrained encoder at the same path is another cell
         settings["encoder_sha256"] = hashlib.sha256(Path(config.finetune.encoder).read_bytes()).hexdigest()
     if not (done.is_file() and _settings(saved := json.loads(done.read_text())) == settings):
+        if finished_only:
+            return None
         began = time.perf_counter()
         result = run_finetune(config, console)
         saved = {
