@@ -129,15 +129,16 @@ TARGET_FACTORS = {"4shot": 4.0, "16shot": 4.0, "1%": 4.0, "10%": 2.0}
 
 def targets(measured: Sequence[Measured]) -> tuple[str, str, bool, bool]:
     """(best arm, the lines that judge it, factor target met, ahead-with-CI target met). The best SSL or semi
-    arm is the one with the highest mean AUROC over the budgets up to 10 % (chosen on these validation
-    parts, as everything here is)."""
+    arm is the one with the highest mean AUROC over the budgets up to 10 % among those measured at all of
+    them (chosen on these validation parts, as everything here is)."""
     curve = [(m.cell.labels, m.auroc) for m in measured if m.cell.arm == SCRATCH]
     by_arm: dict[str, dict[str, Measured]] = {}
     for m in measured:
         if m.cell.arm != SCRATCH:
             by_arm.setdefault(m.cell.arm, {})[m.cell.budget] = m
     small = {arm: [cells[b].auroc for b in TARGET_FACTORS if b in cells] for arm, cells in by_arm.items()}
-    best = max(small, key=lambda arm: float(np.mean(small[arm])) if small[arm] else -1.0)
+    # An arm measured at every budget first (a partial arm's mean is over other budgets), then by its mean.
+    best = max(small, key=lambda arm: (len(small[arm]), float(np.mean(small[arm])) if small[arm] else -1.0))
     cells = by_arm[best]
     factors_met, ahead_met, parts = True, True, []
     for budget, wanted in TARGET_FACTORS.items():
