@@ -12,7 +12,8 @@ modality, which is why one recipe tuned on 28x28 PneumoniaMNIST does not fit the
   intensity changes are wanted; crops keep most of the slice, as a tumour may sit at its edge.
 
 Each has a ``-weak`` form, the semi mode's weak view: the same geometry, milder crops, no intensity change.
-The figures behind each choice are in benchmarks/RESULTS.md ("View presets").
+They follow from what each modality allows; benchmarks/view_presets.py compares them with the other recipes
+on each set's validation part (benchmarks/RESULTS.md, "View presets", says how far that has got).
 """
 
 from __future__ import annotations
