@@ -34,7 +34,7 @@ from torch.nn import functional as F
 
 from models.batchnorm import estimate_batchnorm
 from models.detectors import Classifier
-from pipeline.atomic import atomic_path
+from pipeline.checkpoint import read_state, restore_state, save_state
 from pipeline.config import Config, FinetuneConfig
 from pipeline.data.augment import RandViewd
 from pipeline.data.budget import by_content
@@ -126,7 +126,12 @@ def fit_semi(
     batch, pooled = min(cfg.batch_size, len(images)), cfg.batch_size * semi.ratio
     per_epoch = max(1, -(-len(unlabelled) // pooled))
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, cfg.epochs * per_epoch)
-    start, used = _resume(checkpoint, fingerprint, model, teacher, optimiser, schedule)
+    parts = {"model": model, "teacher": teacher, "optimiser": optimiser, "schedule": schedule}
+    state = read_state(checkpoint) if checkpoint is not None and checkpoint.is_file() else {}
+    if state.get("fingerprint") != fingerprint:  # another fit's: start afresh
+        state = {}
+    restore_state(state, parts)
+    start, used = int(state.get("epoch", 0)), float(state.get("used", 0.0))
     for epoch in range(start, cfg.epochs):
         # Each epoch's random streams start from (seed, epoch): a resumed epoch draws what it would have.
         generator = torch.Generator().manual_seed(seed * 1009 + epoch)
@@ -157,53 +162,7 @@ def fit_semi(
             shares.append(share)
         used = float(np.mean(shares))
         if checkpoint is not None:
-            _save(checkpoint, fingerprint, epoch + 1, used, model, teacher, optimiser, schedule)
+            save_state(checkpoint, parts, fingerprint=fingerprint, epoch=epoch + 1, used=used)
     final = teacher if teacher is not None else model  # the mean teacher's average is its better model
     # The running averages lag the last weights; estimated afresh over every image they match them.
     return estimate_batchnorm(final, torch.cat([images, unlabelled]), cfg.batch_size, device), used
-
-
-def _save(
-    path: Path,
-    fingerprint: str,
-    epoch: int,
-    used: float,
-    model: nn.Module,
-    teacher: nn.Module | None,
-    optimiser: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-) -> None:
-    """The state after ``epoch`` epochs, written atomically (a kill mid-write keeps the previous one)."""
-    state = {
-        "fingerprint": fingerprint,
-        "epoch": epoch,
-        "used": used,
-        "model": model.state_dict(),
-        "teacher": None if teacher is None else teacher.state_dict(),
-        "optimiser": optimiser.state_dict(),
-        "schedule": schedule.state_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def _resume(
-    path: Path | None,
-    fingerprint: str,
-    model: nn.Module,
-    teacher: nn.Module | None,
-    optimiser: torch.optim.Optimizer,
-    schedule: torch.optim.lr_scheduler.LRScheduler,
-) -> tuple[int, float]:
-    """(epochs done, last confident share) from a checkpoint of this very fit, or (0, 0.0) without one."""
-    if path is None or not path.is_file():
-        return 0, 0.0
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if state["fingerprint"] != fingerprint:
-        return 0, 0.0
-    model.load_state_dict(state["model"])
-    if teacher is not None and state["teacher"] is not None:
-        teacher.load_state_dict(state["teacher"])
-    optimiser.load_state_dict(state["optimiser"])
-    schedule.load_state_dict(state["schedule"])
-    return int(state["epoch"]), float(state["used"])

@@ -8,7 +8,6 @@ exactly where the uninterrupted one would be.
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +16,6 @@ from monai.transforms import Randomizable
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from pipeline.atomic import atomic_path
 from pipeline.device import DeviceSetup
 from pipeline.pretrain.views import INDEX, VIEWS
 
@@ -66,42 +64,3 @@ def train_epoch(
     if not losses:  # ThreadDataLoader's thread prints a failed batch and ends the epoch instead of raising
         raise RuntimeError("the data loader yielded no batch; see the error printed above")
     return losses
-
-
-def save_checkpoint(
-    path: Path,
-    epoch: int,
-    model: nn.Module,
-    optimiser: torch.optim.Optimizer,
-    scaler: torch.amp.GradScaler,
-    **extra: Any,
-) -> None:
-    """Write the training state atomically: a kill mid-write leaves the previous checkpoint intact.
-
-    ``extra`` holds plain values the stage needs to resume (its fingerprint, the MLflow run id).
-    """
-    state = {
-        **extra,
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimiser": optimiser.state_dict(),
-        "scaler": scaler.state_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
-
-
-def load_checkpoint(
-    path: Path, model: nn.Module, optimiser: torch.optim.Optimizer, scaler: torch.amp.GradScaler
-) -> int:
-    """Restore a checkpoint in place; returns the number of epochs it had finished."""
-    state = read_checkpoint(path)
-    model.load_state_dict(state["model"])
-    optimiser.load_state_dict(state["optimiser"])
-    scaler.load_state_dict(state["scaler"])
-    return int(state["epoch"])
-
-
-def read_checkpoint(path: Path) -> dict[str, Any]:
-    """The saved state as a dict (tensors on the CPU), e.g. to check its fingerprint before restoring it."""
-    return torch.load(path, map_location="cpu", weights_only=True)

@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DistributedSampler
 
 from pipeline.atomic import atomic_path, write_text
+from pipeline.checkpoint import read_state, restore_state, save_state
 from pipeline.config import Config, PretrainConfig, TrackingConfig
 from pipeline.data.augment import views
 from pipeline.data.items import Item, digest
@@ -34,7 +35,7 @@ from pipeline.data.screen import SkippedFile, reason_counts
 from pipeline.data.transforms import KEY, centred
 from pipeline.device import DeviceSetup, init_distributed, resolve
 from pipeline.errors import DataError, PretrainError, RegistryError
-from pipeline.pretrain.loop import load_checkpoint, read_checkpoint, save_checkpoint, seed_epoch, train_epoch
+from pipeline.pretrain.loop import seed_epoch, train_epoch
 from pipeline.pretrain.model import build_model, fingerprint, learning_rate, start_from
 from pipeline.pretrain.monitor import knn_monitor
 from pipeline.pretrain.scans import training_items
@@ -83,7 +84,7 @@ def _resumable(path: Path, fp: str, console: Console, setup: DeviceSetup) -> dic
     """The checkpoint's state if it belongs to this fingerprint. Another run's checkpoint is set aside by
     the main process alone, before any process reads it: each renaming it, all but one would find it gone,
     and a process that found it gone would skip the wait the others are in."""
-    state = read_checkpoint(path) if setup.is_main and path.is_file() else None
+    state = read_state(path) if setup.is_main and path.is_file() else None
     if state is not None and (old := state.get("fingerprint")) != fp:
         aside = path.with_name(f"checkpoint-{old or 'old'}.pt")
         path.rename(aside)
@@ -92,7 +93,7 @@ def _resumable(path: Path, fp: str, console: Console, setup: DeviceSetup) -> dic
     if setup.distributed:
         dist.barrier()
         if not setup.is_main:  # what rank 0 left in place is this run's
-            state = read_checkpoint(path) if path.is_file() else None
+            state = read_state(path) if path.is_file() else None
     return state
 
 
@@ -160,7 +161,10 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
     )
     scaler = torch.amp.GradScaler(setup.device.type, enabled=setup.amp and setup.device.type == "cuda")  # fp16
     state = _resumable(out / "checkpoint.pt", fp, console, setup)
-    start = load_checkpoint(out / "checkpoint.pt", model, optimiser, scaler) if state else 0
+    parts = {"model": model, "optimiser": optimiser, "scaler": scaler}
+    if state:
+        restore_state(state, parts)
+    start = int(state["epoch"]) if state else 0
     run_id = state.get("run_id") if state else None
 
     pairs = ViewPairs(views(cfg.spatial_dims, cfg.size, cfg.method, **cfg.views.model_dump()))
@@ -219,12 +223,10 @@ def run_pretrain(config: Config, console: Console) -> PretrainResult:
                 knn = metrics["knn_auroc"] = monitor(model, setup.device)
             log_metrics(metrics, step=epoch + 1)
             if setup.is_main:
-                save_checkpoint(
+                save_state(
                     out / "checkpoint.pt",
-                    epoch + 1,
-                    model,
-                    optimiser,
-                    scaler,
+                    parts,
+                    epoch=epoch + 1,
                     fingerprint=fp,
                     run_id=run_id,
                     loss=metrics["loss"],

@@ -97,17 +97,17 @@ def test_a_semi_fit_killed_after_an_epoch_resumes_to_the_same_detector(method, t
         return fit_semi(model, *args, checkpoint=checkpoint, fingerprint="f")[0]
 
     whole = fit(None)
-    real_save, calls = semi._save, []
+    real_save, calls = semi.save_state, []
 
     def killed_after_first_epoch(*args, **kwargs):
         real_save(*args, **kwargs)
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(semi, "_save", killed_after_first_epoch)
+    monkeypatch.setattr(semi, "save_state", killed_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         fit(tmp_path / "semi.pt")
-    monkeypatch.setattr(semi, "_save", real_save)
+    monkeypatch.setattr(semi, "save_state", real_save)
     assert torch.load(tmp_path / "semi.pt", weights_only=True)["epoch"] == 1
     resumed = fit(tmp_path / "semi.pt")
     for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):

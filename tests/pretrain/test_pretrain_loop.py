@@ -7,10 +7,11 @@ from monai.data import ThreadDataLoader
 
 from models import METHODS
 from models.encoders import build_encoder
+from pipeline.checkpoint import read_state, restore_state, save_state
 from pipeline.data.augment import views
 from pipeline.data.transforms import KEY
 from pipeline.device import resolve
-from pipeline.pretrain.loop import load_checkpoint, save_checkpoint, seed_epoch, train_epoch
+from pipeline.pretrain.loop import seed_epoch, train_epoch
 from pipeline.pretrain.views import ViewPairs, dataset
 
 
@@ -43,11 +44,13 @@ def test_resume_reproduces_the_uninterrupted_run(sample_manifest, tmp_path):
     first = _setup(sample_manifest)
     m1, loader1, view1, opt1, scaler1, order1 = first
     epoch(0, m1, loader1, view1, opt1, scaler1, order1)
-    save_checkpoint(tmp_path / "ckpt.pt", 1, m1, opt1, scaler1)
+    save_state(tmp_path / "ckpt.pt", {"model": m1, "optimiser": opt1, "scaler": scaler1}, epoch=1)
     del first, m1  # the run is "killed"
 
     m2, loader2, view2, opt2, scaler2, order2 = _setup(sample_manifest)
-    done = load_checkpoint(tmp_path / "ckpt.pt", m2, opt2, scaler2)
+    state = read_state(tmp_path / "ckpt.pt")
+    restore_state(state, {"model": m2, "optimiser": opt2, "scaler": scaler2})
+    done = state["epoch"]
     assert done == 1
     resumed = [epoch(e, m2, loader2, view2, opt2, scaler2, order2) for e in range(done, 3)]
     assert resumed == losses[1:]
