@@ -2,8 +2,9 @@
 validation part.
 
 For a set (its pool split once into a training part and a stratified, group-disjoint validation fifth, as
-``finetune_curves.py`` splits it), each recipe pretrains a MoCo encoder on the training part without labels
-(``configs/bench-64.yaml``, the same epochs for every recipe), then is judged by what the labels see of it
+``finetune_curves.py`` splits it), each recipe pretrains MoCo encoders on the training part without labels
+(``configs/bench-64.yaml``, the same epochs for every recipe), one per ``--seeds`` (MoCo on a few hundred
+images lands far apart from one seed to the next, so one run per recipe cannot rank recipes), then is judged by what the labels see of it
 on the validation part: the kNN AUROC (bank: the training part with its labels) and linear probes on 16
 labels per class (3 seeds) and on every training label. Candidates: the recipe tuned on PneumoniaMNIST
 (``bench``), the config's default (``default``), and the modality presets of ``pipeline/data/presets.py``.
@@ -20,6 +21,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 
@@ -42,12 +44,67 @@ RECIPES = VIEW_PRESETS | {
 IMAGES_SEEN = 30_000  # epochs x training images of every recipe's pretraining, so sets of any size cost alike
 
 
+def _judge(
+    name: str,
+    seed: int,
+    bench: Path,
+    union: Path,
+    manifest: Path,
+    labels: Path,
+    epochs: int,
+    monitor: KnnMonitor,
+    work: Path,
+    console: Console,
+) -> tuple[float, float, float]:
+    """(kNN AUROC, linear probe at 16 shots, linear probe on every label) of one recipe pretrained with one
+    seed; a finished pretraining or probe is found again in its folder."""
+    where = work / "views" / f"{name}-seed{seed}"
+    overrides = {
+        "tracking.enabled": False,
+        "pretrain.manifest": str(union),
+        "pretrain.views": RECIPES[name],
+        "pretrain.epochs": epochs,
+        "pretrain.seed": seed,
+        "pretrain.monitor.every": 0,
+        "pretrain.register_encoder": False,
+        "pretrain.out": str(where),
+    }
+    pretrained = run_pretrain(load_config(bench, overrides), console)
+    encoder = torch.load(pretrained.encoder, map_location="cpu", weights_only=False)
+    knn = monitor(encoder, torch.device("cpu"))
+    probes = []
+    for budget, repeats in (("16shot", 3), ("100%", 1)):
+        cell = {
+            "tracking.enabled": False,
+            "finetune.encoder": str(pretrained.encoder),
+            "finetune.mode": "linear",
+            "finetune.budget": budget,
+            "finetune.seeds": repeats,
+            "finetune.manifest": str(manifest),
+            "finetune.labels": str(labels),
+            "finetune.register_detector": False,
+            "finetune.out": str(where / f"linear-{budget.replace('%', 'pct')}"),
+        }
+        probes.append(run_finetune(load_config(bench, cell), console).mean)
+    return float(knn), float(probes[0]), float(probes[1])
+
+
+def _spread(values: np.ndarray) -> str:
+    return f"{values.mean():.3f} ± {values.std(ddof=1):.3f}" if len(values) > 1 else f"{values[0]:.3f}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="busi", choices=sorted(DATASETS))
     ap.add_argument(
         "--recipes",
         help=f"comma-separated, of {', '.join(RECIPES)} (default: bench, default and the set's modality preset)",
+    )
+    ap.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="pretraining seeds per recipe: two MoCo runs of one recipe can land further apart than two recipes",
     )
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--work", type=Path, default=HERE / "work" / "curves")
@@ -65,47 +122,25 @@ def main() -> None:
     epochs = int(min(60, max(5, round(IMAGES_SEEN / len(train)))))
     union, _ = union_manifest(work / "ssl-site.parquet", [(manifest, {it["scan"] for it in train})])
     monitor = KnnMonitor(train, val, config.pretrain, k=20)
+    seeds = list(range(args.seeds))
     rows = []
     for name in recipes.split(","):
         began = time.perf_counter()
-        overrides = {
-            "tracking.enabled": False,
-            "pretrain.manifest": str(union),
-            "pretrain.views": RECIPES[name],
-            "pretrain.epochs": epochs,
-            "pretrain.monitor.every": 0,
-            "pretrain.register_encoder": False,
-            "pretrain.out": str(work / "views" / name),
-        }
-        pretrained = run_pretrain(load_config(bench, overrides), console)
-        encoder = torch.load(pretrained.encoder, map_location="cpu", weights_only=False)
-        knn = monitor(encoder, torch.device("cpu"))
-        probes = []
-        for budget, seeds in (("16shot", 3), ("100%", 1)):
-            cell = {
-                "tracking.enabled": False,
-                "finetune.encoder": str(pretrained.encoder),
-                "finetune.mode": "linear",
-                "finetune.budget": budget,
-                "finetune.seeds": seeds,
-                "finetune.manifest": str(manifest),
-                "finetune.labels": str(labels),
-                "finetune.register_detector": False,
-                "finetune.out": str(work / "views" / name / f"linear-{budget.replace('%', 'pct')}"),
-            }
-            probes.append(run_finetune(load_config(bench, cell), console))
+        runs = [_judge(name, seed, bench, union, manifest, labels, epochs, monitor, work, console) for seed in seeds]
         minutes = (time.perf_counter() - began) / 60
+        knn, few, every = (np.array(figures) for figures in zip(*runs, strict=True))
         recipe = RECIPES[name]
         rows.append(
             f"| {args.dataset} | {name} | {recipe['crop_min']} | {recipe['flip_axes']} | {recipe['intensity']} "
-            f"| {knn:.3f} | {probes[0].mean:.3f} ± {probes[0].sd:.3f} | {probes[1].mean:.3f} | {minutes:.1f} |"
+            f"| {_spread(knn)} | {_spread(few)} | {_spread(every)} | {minutes:.1f} |"
         )
         console.print(rows[-1])
     report = "\n".join(
         [
             f"Machine: {platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, CPU. {args.dataset}: "
-            f"MoCo ({bench.name}) on the {len(train)} training images for {epochs} epochs per recipe; "
-            f"{len({it['scan'] for it in val})} validation scans. Linear 16-shot: mean ± sd of 3 label draws.",
+            f"MoCo ({bench.name}) on the {len(train)} training images for {epochs} epochs per recipe and pretraining "
+            f"seed ({len(seeds)} seeds: {', '.join(map(str, seeds))}); {len({it['scan'] for it in val})} validation "
+            "scans. Each figure: mean ± sd over the pretraining seeds (16 shots: each seed's mean of 3 label draws).",
             "",
             "| set | recipe | crop_min | flip axes | intensity | kNN AUROC | linear, 16 shots | linear, all labels "
             "| minutes |",
