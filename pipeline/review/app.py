@@ -50,15 +50,19 @@ def _state(request: Request) -> State:
     return request.app.state.review
 
 
-def _reader(request: Request, change: bool = False) -> auth.Reader:
-    """The signed-in reader; 401 without a live session, 403 for a state change without its CSRF token."""
+def _signed_in(request: Request, change: bool = False) -> tuple[auth.Reader, str]:
+    """(reader, CSRF token) of the session; 401 without a live one, 403 for a state change without its token."""
     state = _state(request)
     found = auth.session(state.engine, request.cookies.get(auth.COOKIE))
     if found is None or found[0] not in state.readers.by_pseudonym:
         raise HTTPException(401, "sign in first")
     if change and not auth.csrf_ok(found[1], request.headers.get(auth.CSRF_HEADER)):
         raise HTTPException(403, f"missing or wrong {auth.CSRF_HEADER} header")
-    return state.readers.by_pseudonym[found[0]]
+    return state.readers.by_pseudonym[found[0]], found[1]
+
+
+def _reader(request: Request, change: bool = False) -> auth.Reader:
+    return _signed_in(request, change)[0]
 
 
 async def _json(request: Request) -> dict[str, Any]:
@@ -121,8 +125,7 @@ def signout(request: Request) -> Response:
 
 def me(request: Request) -> Response:
     """Who is signed in, and the CSRF token again (a reloaded page has lost it)."""
-    reader = _reader(request)
-    _, csrf = auth.session(_state(request).engine, request.cookies.get(auth.COOKIE)) or ("", "")
+    reader, csrf = _signed_in(request)
     return JSONResponse({"reader": reader.name, "pseudonym": reader.pseudonym, "role": reader.role, "csrf": csrf})
 
 

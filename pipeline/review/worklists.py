@@ -32,13 +32,18 @@ class Catalogue:
 def catalogue(manifest: Path, suggested: Path | None, scores: Path | None, key: bytes) -> Catalogue:
     rows = read_manifest(manifest)
     files = {
-        row.series_key: ScanFile(manifest.parent / row.output_path, row.voxel_sha256 or "", row.modality or "")
+        row.series_key: ScanFile(manifest.parent / row.output_path, _text(row.voxel_sha256), _text(row.modality))
         for row in rows.itertuples()
     }
     # The manifest's shape is (X, Y[, Z[, T]]): a 2D image is one slice, a 4D series shows its first volume.
     slices = {row.series_key: int(row.shape[2]) if len(row.shape) > 2 else 1 for row in rows.itertuples()}
     listed = to_label(rows, suggested, key) if suggested is not None else []
     return Catalogue(files, slices, listed, flagged(rows, scores) if scores is not None else [])
+
+
+def _text(value: object) -> str:
+    """A manifest string column's value; a missing one (pandas' NA, which has no truth value) is empty."""
+    return value if isinstance(value, str) else ""
 
 
 def to_label(rows: pd.DataFrame, csv: Path, key: bytes) -> list[str]:

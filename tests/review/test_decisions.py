@@ -8,25 +8,7 @@ import threading
 from sklearn.metrics import cohen_kappa_score
 from sqlalchemy import create_engine, text
 
-ANN = ["normal", "normal", "normal", "abnormal", "abnormal", "abnormal"]
-BOB = ["normal", "normal", "abnormal", "abnormal", "abnormal", "normal"]
-
-
-def decide(client, key: str, decision: str, **extra) -> None:
-    answer = client.post(f"/api/scans/{key}/decision", json={"decision": decision, **extra})
-    assert answer.status_code == 201, answer.text
-
-
-def read_all(site, reviewed):
-    """ann and bob read the six images (two calls differ); ann is unsure of the volume, bob skips it."""
-    ann, bob = site.client("ann"), site.client("bob")
-    keys = [reviewed["images"][n] for n in reviewed["names"]]
-    for key, a, b in zip(keys, ANN, BOB, strict=True):
-        decide(ann, key, a, seconds=4.5, finding="")
-        decide(bob, key, b, seconds=3)
-    decide(ann, reviewed["volume"].series_key, "unsure", finding="motion artefact?")
-    decide(bob, reviewed["volume"].series_key, "skip")
-    return ann, bob, keys
+from review.conftest import ANN, BOB, decide, read_all
 
 
 def test_worklists_follow_the_suggest_csv_and_the_latest_scores(site, lists):

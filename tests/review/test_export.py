@@ -15,8 +15,7 @@ from typer.testing import CliRunner
 
 from pipeline.cli import app
 from pipeline.data.labelled import labelled_items
-from review.conftest import TOKENS
-from review.test_decisions import decide, read_all
+from review.conftest import TOKENS, decide, read_all
 
 
 def _expected(keys: list[str]) -> dict[str, int]:
@@ -81,3 +80,15 @@ def test_the_cli_export_is_atomic_and_logged_to_mlflow_by_pseudonym(site, review
     assert run.data.params["review.readers"] == "3 reader(s)"
     (dataset,) = run.inputs.dataset_inputs
     assert dataset.dataset.name == "review-labels"
+
+
+def test_a_review_without_its_manifest_or_readers_is_one_error_line(reviewed, tmp_path):
+    (tmp_path / "none.yaml").write_text("review: {}\n")
+    result = CliRunner().invoke(app, ["review", "export", "--config", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "error (review): no manifest given" in result.output
+    manifest = reviewed["out"] / "manifest.parquet"
+    (tmp_path / "nobody.yaml").write_text(
+        f"ingest: {{pseudonym_key: {TEST_KEY}}}\nreview: {{manifest: {manifest}, database: 'sqlite://'}}\n"
+    )
+    result = CliRunner().invoke(app, ["review", "--config", str(tmp_path / "nobody.yaml")])
+    assert result.exit_code == 2 and "error (review): no readers" in result.output
