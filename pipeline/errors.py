@@ -103,3 +103,9 @@ class WorkflowError(MedsslError):
 
 class ScheduleError(MedsslError):
     stage = "schedule"
+
+
+class ReviewError(MedsslError):
+    """The review app cannot start or export (no manifest, no readers, no pseudonym key to name readers)."""
+
+    stage = "review"

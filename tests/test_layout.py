@@ -10,7 +10,7 @@ import pytest
 from conftest import ROOT
 
 PIPELINE = ROOT / "pipeline"
-STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote", "score", "suggest", "adapt")
+STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote", "score", "suggest", "adapt", "review")
 # What a stage offers the others: its stage function, its result type, and the summary the CLI prints.
 PUBLIC = {
     "pretrain": {"run_pretrain", "PretrainResult", "summary_table"},

@@ -1,6 +1,6 @@
 """The ``medssl`` command line: thin wrappers that build a config and call one stage function each."""
 
-from pipeline.cli import data, ship, site, train
+from pipeline.cli import data, review, ship, site, train
 from pipeline.cli.app import app
 
-__all__ = ["app", "data", "ship", "site", "train"]
+__all__ = ["app", "data", "review", "ship", "site", "train"]

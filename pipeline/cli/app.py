@@ -1,7 +1,8 @@
 """The ``medssl`` app: one config from file and flags, one stage function per command, one error line.
 
 Commands live in ``data`` (ingest), ``train`` (pretrain, finetune, curve), ``site`` (suggest, shift, adapt)
-and ``ship`` (evaluate, promote, score, run); each builds its overrides and calls ``run_stage``.
+``ship`` (evaluate, promote, score, run) and ``review`` (the radiologist's page); each builds its overrides
+and calls ``run_stage``.
 """
 
 from __future__ import annotations

@@ -16,6 +16,7 @@ from pydantic import Field, ValidationError, model_validator
 from pipeline.config.base import BudgetSpec, Device, Name, Strict, ViewConfig, Views
 from pipeline.config.ingest import DicomwebConfig, IngestConfig
 from pipeline.config.pretrain import PretrainConfig
+from pipeline.config.review import ReaderConfig, ReviewConfig
 from pipeline.errors import ConfigError
 
 __all__ = [
@@ -26,6 +27,8 @@ __all__ = [
     "FinetuneConfig",
     "IngestConfig",
     "PretrainConfig",
+    "ReaderConfig",
+    "ReviewConfig",
     "SemiConfig",
     "TrackingConfig",
     "flat_params",
@@ -186,6 +189,7 @@ class Config(Strict):
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    review: ReviewConfig = Field(default_factory=ReviewConfig)
 
 
 def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
@@ -219,11 +223,14 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
 
 
 def flat_params(config: Config) -> dict[str, str]:
-    """The resolved config as flat ``section.key -> str`` pairs, for MLflow params (secrets masked)."""
+    """The resolved config as flat ``section.key -> str`` pairs, for MLflow params (secrets masked; readers
+    counted, never named: a reader's name is a person's)."""
     out: dict[str, str] = {}
 
     def walk(prefix: str, node: Any) -> None:
-        if isinstance(node, dict):
+        if prefix == "review.readers":
+            out[prefix] = f"{len(node)} reader(s)"
+        elif isinstance(node, dict):
             for k, v in node.items():
                 walk(f"{prefix}.{k}" if prefix else k, v)
         else:

@@ -3,7 +3,8 @@ scans an ``exclude`` list holds out of the stages that learn from unlabelled sca
 
 A label CSV names original files (``path,label``); the manifest names pseudonymised outputs. They meet
 through the manifest's ``series_key``, which ingest derives from the file's path with the pseudonym key,
-so matching needs that key but never writes a path into an output. The validation split lives here, not in
+so matching needs that key but never writes a path into an output. A CSV that names scans by
+``series_key`` (the review page's export) meets the manifest directly. The validation split lives here, not in
 fine-tuning, because pretraining must hold the same part out (``pretrain.exclude``).
 """
 
@@ -15,15 +16,22 @@ import pandas as pd
 from rich.console import Console
 
 from pipeline.data.items import Item, group_split, items, scans
-from pipeline.data.labels import LabelRow, read_labels
+from pipeline.data.labels import LabelRow, read_keyed_labels, read_labels
 from pipeline.data.manifest import read_manifest, read_rows
 from pipeline.data.screen import screen_and_report
 from pipeline.errors import DataError
 from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
 
 
-def _matches(manifest: pd.DataFrame, labels: Path, key: bytes) -> tuple[dict[str, LabelRow], int]:
+def _matches(manifest: pd.DataFrame, labels: Path, key: bytes | None) -> tuple[dict[str, LabelRow], int]:
     """(label row of each manifest ``series_key`` the CSV names, rows in the CSV)."""
+    if (keyed := read_keyed_labels(labels)) is not None:
+        return {k: keyed[k] for k in manifest.series_key if k in keyed}, len(keyed)
+    if key is None:
+        raise DataError(
+            f"no pseudonym key to match {labels.name} with (set ingest.pseudonym_key or MEDSSL_PSEUDONYM_KEY as at "
+            "ingest, or name scans by series_key)"
+        )
     listed = read_labels(labels)
     by_key = {image_key(key, path): row for path, row in listed.items()}
     # DICOM series labelled at ingest (by a file or folder of this CSV) carry the path's label_key.
@@ -35,17 +43,12 @@ def _matches(manifest: pd.DataFrame, labels: Path, key: bytes) -> tuple[dict[str
     return {k: by_key[k] for k in manifest.series_key if k in by_key}, len(listed)
 
 
-def _key(manifest: Path, labels: Path, pseudonym_key: str | None) -> bytes:
-    key = read_key(pseudonym_key, manifest.parent)
-    if key is None:
-        raise DataError(
-            f"{manifest.parent}: no pseudonym key to match {labels.name} with (set ingest.pseudonym_key "
-            "or MEDSSL_PSEUDONYM_KEY as at ingest)"
-        )
-    return key
+def _key(manifest: Path, pseudonym_key: str | None) -> bytes | None:
+    """The key paths are matched with; a series_key CSV needs none, so its absence is ``_matches``'s to judge."""
+    return read_key(pseudonym_key, manifest.parent)
 
 
-def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Console) -> pd.DataFrame:
+def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes | None, console: Console) -> pd.DataFrame:
     """The manifest with ``label``, ``group`` and ``patient`` taken from the CSV (unmatched rows: no label)."""
     matched, listed = _matches(manifest, labels, key)
     if not matched:
@@ -61,7 +64,7 @@ def _attach_labels(manifest: pd.DataFrame, labels: Path, key: bytes, console: Co
         group=[None if r is None else r.group for r in rows],
         # The CSV's patient_id when it has one, else what ingest read (a DICOM header's PatientID, keyed).
         patient=[
-            pseudonym(key, r.patient_id) if r is not None and r.patient_id else old
+            pseudonym(key, r.patient_id) if key is not None and r is not None and r.patient_id else old
             for r, old in zip(rows, manifest.get("patient", [None] * len(rows)), strict=True)
         ],
     )
@@ -72,7 +75,7 @@ def labelled_rows(manifest: Path, labels: Path | None, pseudonym_key: str | None
     CSV, the labels ingest attached."""
     rows = read_manifest(manifest)
     if labels is not None:
-        return _attach_labels(rows, labels, _key(manifest, labels, pseudonym_key), console)
+        return _attach_labels(rows, labels, _key(manifest, pseudonym_key), console)
     if "label" not in rows.columns or rows.label.isna().all():
         raise DataError(f"{manifest}: no labelled rows; pass --labels CSV or ingest with --labels")
     return rows
@@ -128,7 +131,7 @@ def labelled_scans(manifest: Path, labels: Path, pseudonym_key: str | None) -> s
 
 
 def _labelled_among(rows: pd.DataFrame, manifest: Path, labels: Path, pseudonym_key: str | None) -> set[str]:
-    matched, _ = _matches(rows, labels, _key(manifest, labels, pseudonym_key))
+    matched, _ = _matches(rows, labels, _key(manifest, pseudonym_key))
     return {scan for scan, row in matched.items() if row.label is not None}
 
 

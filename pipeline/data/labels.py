@@ -2,6 +2,10 @@
 
 ``file`` is read as a synonym of ``path`` and ``near_dup_group`` of ``group``, so the labels.csv files that
 public datasets ship work as they are. Relative paths resolve against the CSV's own folder.
+
+A CSV may name scans by the manifest's ``series_key`` instead (``series_key,label``, as ``medssl review
+export`` writes it): the review page knows scans only by their keys, and a path could name a patient. Such a
+CSV meets a manifest directly, without the pseudonym key; a CSV with both columns is read by its keys.
 """
 
 from __future__ import annotations
@@ -27,6 +31,25 @@ class LabelRow:
 def read_labels(csv_path: str | Path) -> dict[str, LabelRow]:
     """Map each resolved absolute image path to its label row."""
     csv_path = Path(csv_path)
+    df = _read(csv_path)
+    if "path" not in df.columns:
+        raise LabelsError(f"{csv_path}: names scans by series_key; here a 'path' (or 'file') column is needed")
+    return {
+        str((path if path.is_absolute() else csv_path.parent / path).resolve()): row
+        for path, row in ((Path(rec["path"]), row) for rec, row in _rows(df, csv_path))
+    }
+
+
+def read_keyed_labels(csv_path: str | Path) -> dict[str, LabelRow] | None:
+    """Map each ``series_key`` to its label row; None when the CSV names scans by path."""
+    csv_path = Path(csv_path)
+    df = _read(csv_path)
+    if "series_key" not in df.columns:
+        return None
+    return {str(rec["series_key"]).strip(): row for rec, row in _rows(df, csv_path)}
+
+
+def _read(csv_path: Path) -> pd.DataFrame:
     try:
         df = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     except OSError as exc:
@@ -34,20 +57,23 @@ def read_labels(csv_path: str | Path) -> dict[str, LabelRow]:
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise LabelsError(f"{csv_path}: unreadable label CSV ({type(exc).__name__})") from exc
     df = df.rename(columns={k: v for k, v in SYNONYMS.items() if k in df.columns and v not in df.columns})
-    if "path" not in df.columns:
-        raise LabelsError(f"{csv_path}: needs a 'path' (or 'file') column; has {', '.join(df.columns)}")
-    out: dict[str, LabelRow] = {}
+    if "path" not in df.columns and "series_key" not in df.columns:
+        raise LabelsError(
+            f"{csv_path}: needs a 'path' (or 'file') or 'series_key' column; has {', '.join(df.columns)}"
+        )
+    return df
+
+
+def _rows(df: pd.DataFrame, csv_path: Path) -> list[tuple[dict, LabelRow]]:
+    """(record, label row) of each CSV row, the label checked."""
+    out: list[tuple[dict, LabelRow]] = []
     for n, rec in enumerate(df.to_dict("records"), start=2):
         raw = str(rec.get("label", "")).strip()
         raw = {"0.0": "0", "1.0": "1"}.get(raw, raw)  # as spreadsheets and pandas write integers
         if raw not in ("", "0", "1"):
             raise LabelsError(f"{csv_path}:{n}: label must be 0, 1 or empty, got {raw!r}")
-        path = Path(rec["path"])
-        resolved = str((path if path.is_absolute() else csv_path.parent / path).resolve())
-        out[resolved] = LabelRow(
-            int(raw) if raw else None,
-            str(rec.get("patient_id", "")),
-            str(rec.get("site", "")),
-            str(rec.get("group", "")),
+        row = LabelRow(
+            int(raw) if raw else None, str(rec.get("patient_id", "")), str(rec.get("site", "")), str(rec.get("group", ""))
         )
+        out.append((rec, row))
     return out
