@@ -4,10 +4,11 @@ validation part.
 For a set (its pool split once into a training part and a stratified, group-disjoint validation fifth, as
 ``finetune_curves.py`` splits it), each recipe pretrains MoCo encoders on the training part without labels
 (``configs/bench-64.yaml``, the same epochs for every recipe), one per ``--seeds`` (MoCo on a few hundred
-images lands far apart from one seed to the next, so one run per recipe cannot rank recipes), then is judged by what the labels see of it
-on the validation part: the kNN AUROC (bank: the training part with its labels) and linear probes on 16
-labels per class (3 seeds) and on every training label. Candidates: the recipe tuned on PneumoniaMNIST
-(``bench``), the config's default (``default``), and the modality presets of ``pipeline/data/presets.py``.
+images lands far apart from one seed to the next, so one run per recipe cannot rank recipes), then is judged
+by what the labels see of it on the validation part: the kNN AUROC (bank: the training part with its labels)
+and linear probes on 16 labels per class (3 seeds) and on every training label. Candidates: the recipe tuned
+on PneumoniaMNIST (``bench``), the config's default (``default``), and the modality presets of
+``pipeline/data/presets.py``.
 
     .venv/bin/python benchmarks/view_presets.py --dataset busi --write-results
 """

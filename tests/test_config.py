@@ -6,7 +6,7 @@ import pytest
 import yaml
 from conftest import ROOT
 
-from pipeline.config import Config, ConfigError, load_config
+from pipeline.config import Config, ConfigError, flat_params, load_config
 from pipeline.data.presets import VIEW_PRESETS
 
 DEFAULT = ROOT / "configs" / "default.yaml"
@@ -65,3 +65,18 @@ def test_view_presets_name_a_recipe_in_yaml_and_flags(tmp_path):
             assert recipe["intensity"] == 0 and recipe["flip_axes"] == VIEW_PRESETS[name[:-5]]["flip_axes"]
     with pytest.raises(ConfigError, match=r"'pretrain\.views'.*unknown view preset 'ct'; presets: cxr, cxr-weak"):
         load_config(None, {"pretrain.views": "ct"})
+
+
+def test_secrets_reach_mlflow_params_masked():
+    """A database URL may carry a password and a reader token is one: the params MLflow logs show neither."""
+    config = load_config(
+        DEFAULT,
+        {
+            "review.database": "postgresql://medssl:hunter2-pw@db.local/review",
+            "review.readers": [{"name": "ann-example", "token": "t" * 24}],
+        },
+    )
+    params = flat_params(config)
+    assert config.review.database.get_secret_value().endswith("@db.local/review")
+    assert not any("hunter2" in v or "ann-example" in v or "t" * 24 in v for v in params.values())
+    assert params["review.readers"] == "1 reader(s)"

@@ -29,7 +29,7 @@ class ReviewConfig(Strict):
     manifest: Path | None = None
     suggested: Path | None = None
     scores: Path | None = None
-    database: str | None = None
+    database: SecretStr | None = None  # a URL may carry a password: logged as stars
     host: str = "127.0.0.1"
     port: int = Field(default=8765, ge=1, le=65535)
     readers: list[ReaderConfig] = Field(default_factory=list)

@@ -34,8 +34,8 @@ def _folder(config: Config) -> Path:
 
 
 def _database(config: Config) -> str:
-    if config.review.database:
-        return config.review.database
+    if config.review.database is not None:
+        return config.review.database.get_secret_value()
     folder = _folder(config) / "review"
     folder.mkdir(exist_ok=True)
     return f"sqlite:///{folder / 'review.db'}"
