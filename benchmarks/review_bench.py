@@ -113,7 +113,7 @@ def prepare(work: Path, images: int, console: Console) -> tuple[Path, list[str],
         rows = read_rows(manifest)
     accepted = rows[rows.status == "accepted"]
     films = accepted[accepted.modality != "CT"]
-    return manifest, sorted(films.series_key), ct_key, "x".join(str(n) for n in films.shape.iloc[0][:2])
+    return manifest, sorted(films.series_key), ct_key, "x".join(str(n) for n in films["shape"].iloc[0][:2])
 
 
 def _free_port() -> int:
