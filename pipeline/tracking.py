@@ -58,6 +58,24 @@ def stage_run(
         yield run
 
 
+def find_run(config: Config, stage: str, tag: str, value: str) -> str | None:
+    """The id of the latest run of ``stage`` tagged ``tag=value`` in the configured experiment, if any: how
+    a stage finds the run that made its input when the two ran in different processes (Airflow tasks)."""
+    if not config.tracking.enabled:
+        return None
+    import mlflow
+
+    mlflow.set_tracking_uri(tracking_uri(config.tracking))
+    found = mlflow.search_runs(
+        experiment_names=[config.tracking.experiment],
+        filter_string=f"tags.`medssl.stage` = '{stage}' and tags.`{tag}` = '{value}'",
+        order_by=["start_time DESC"],
+        max_results=1,
+        output_format="list",
+    )
+    return found[0].info.run_id if found else None
+
+
 def active_run_module() -> Any:
     """The mlflow module when a run is active, else None; never imports mlflow (1.5 s) just to find out."""
     mlflow = sys.modules.get("mlflow")

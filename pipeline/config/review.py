@@ -36,6 +36,7 @@ class ReviewConfig(Strict):
     session_hours: float = Field(default=12.0, gt=0)
     cache_scans: int = Field(default=8, ge=1)
     out: Path | None = None
+    feed: bool = False
 
     def all_readers(self) -> list[ReaderConfig]:
         """The configured readers, then those of ``$MEDSSL_REVIEW_TOKENS`` (``name:role:token`` entries

@@ -33,17 +33,34 @@ class SkippedFile:
     detail: str
 
 
-def check_file(path: str, sha256: str | None) -> tuple[Reason, str] | None:
-    """None when ``path`` reads as a NIfTI whose stored voxels match ``sha256`` (when the manifest has one)."""
+@dataclass(frozen=True)
+class Stored:
+    """A NIfTI's voxels as stored, and the header's scaling to real-world values (``voxels * slope + inter``)."""
+
+    voxels: np.ndarray
+    slope: float
+    inter: float
+
+
+def read_checked(path: str, sha256: str | None) -> Stored | tuple[Reason, str]:
+    """The file's stored voxels when ``path`` reads as a NIfTI matching ``sha256`` (when the manifest has one),
+    else (reason, detail): one read serves both the check and whoever draws the voxels next."""
     if not Path(path).is_file():
         return Reason.MISSING_FILE, "the manifest lists it but the file is not there"
     try:
-        stored = np.asarray(nib.load(path).dataobj.get_unscaled())
+        proxy = nib.load(path).dataobj
+        stored = np.asarray(proxy.get_unscaled())
     except Exception as exc:  # whatever the reader raises, the file is unusable: name it and go on
         return Reason.CORRUPT_FILE, describe(exc, path)
     if sha256 and voxel_digest(stored) != sha256:
         return Reason.CHECKSUM_MISMATCH, "voxels differ from those ingest wrote (file changed or replaced)"
-    return None
+    return Stored(stored, float(proxy.slope), float(proxy.inter))
+
+
+def check_file(path: str, sha256: str | None) -> tuple[Reason, str] | None:
+    """None when ``path`` reads as a NIfTI whose stored voxels match ``sha256`` (when the manifest has one)."""
+    found = read_checked(path, sha256)
+    return found if isinstance(found, tuple) else None
 
 
 def screen(items: list[Item], root: Path, workers: int = 2) -> tuple[list[Item], list[SkippedFile]]:

@@ -38,7 +38,7 @@ from pipeline.finetune.semi import fit_semi, unlabelled_items
 from pipeline.inference import InputSpec, adapted_to, load_encoder, operating_point, per_scan, scan_auroc, score
 from pipeline.registry.store import CHALLENGER, detector_name, log_detector
 from pipeline.report import report_table
-from pipeline.tracking import log_artifact, log_metrics, stage_run
+from pipeline.tracking import log_artifact, log_metrics, log_table_input, stage_run
 
 
 @dataclass(frozen=True)
@@ -102,8 +102,10 @@ def fit_detector(
     return model, {}
 
 
-def run_finetune(config: Config, console: Console) -> FinetuneResult:
-    """Fit ``seeds`` detectors on a budget of labels, score the validation scans, register the first."""
+def run_finetune(config: Config, console: Console, tags: dict[str, str] | None = None) -> FinetuneResult:
+    """Fit ``seeds`` detectors on a budget of labels, score the validation scans, register the first. The
+    label CSV is the run's ``labels`` dataset input; ``tags`` say more of where it came from (a pipeline run
+    names the review export that wrote it)."""
     cfg = config.finetune
     if cfg.manifest is None:
         raise FinetuneError("no manifest given: pass --manifest or set finetune.manifest")
@@ -136,11 +138,18 @@ def run_finetune(config: Config, console: Console) -> FinetuneResult:
     if cfg.mode == "semi" and not unlabelled:
         raise FinetuneError(f"{cfg.manifest}: semi mode found no unlabelled scan outside the validation part")
     out = cfg.out or cfg.manifest.parent / "finetune"
-    tags = {"medssl.mode": cfg.mode, "medssl.budget": cfg.budget, "medssl.dataset_digest": digest(labelled)}
+    tags = {
+        "medssl.mode": cfg.mode,
+        "medssl.budget": cfg.budget,
+        "medssl.dataset_digest": digest(labelled),
+        **(tags or {}),
+    }
     aurocs, used, first, tables = [], [], None, []
 
     with stage_run(config, "finetune", tags=tags) as run, Progress(console=console, transient=True) as bar:
         task = bar.add_task(f"finetune {cfg.mode} {cfg.budget}", total=cfg.seeds)
+        if cfg.labels is not None:
+            log_table_input(pd.read_csv(cfg.labels), cfg.labels, "labels", "training")
         for repeat in range(cfg.seeds):
             seed = cfg.seed + repeat
             chosen = draw(train, budget, seed, tuple(sorted(classes)))

@@ -4,7 +4,8 @@ A scheduled run must redo the same work when it is re-run for the same interval,
 nothing here reads "the latest" anything. The daily batch ingests the studies of its date (the incoming
 folder's dated subfolder, and the PACS queried for that StudyDate) into ``ROOT/daily/DATE`` and scores them
 there. The weekly batch brings the archive's ingest up to date, then freezes the manifest it trains on into
-``ROOT/weekly/DATE``: a re-run of that week trains on the same rows even after later studies arrived.
+``ROOT/weekly/DATE``: a re-run of that week trains on the same rows even after later studies arrived; with
+``review.feed`` it first exports the review database's labels there, kept as the week's labels likewise.
 """
 
 from __future__ import annotations
@@ -83,6 +84,19 @@ def weekly_manifest(config: Config, day: dt.date, console: Console) -> Path:
         console.print(f"[dim]{day} week: training manifest frozen at its first run, reused[/]")
         return frozen
     return freeze(run_ingest(config, console).manifest, frozen)
+
+
+def weekly_labels(config: Config, day: dt.date, console: Console) -> Path | None:
+    """With ``review.feed``, what the readers decided by the week's first run, exported into its partition
+    for finetune; a re-run keeps that export, as it keeps the frozen manifest. None without the feed."""
+    if not config.review.feed:
+        return None
+    steps = weekly_steps(config, day, console)
+    labels = steps.config.finetune.labels
+    if labels is not None and labels.is_file():
+        console.print(f"[dim]{day} week: review labels exported at its first run, reused[/]")
+        return labels
+    return steps.review_export()
 
 
 def weekly_steps(config: Config, day: dt.date, console: Console) -> Steps:

@@ -1,4 +1,4 @@
-"""The whole pipeline in one call: ingest -> pretrain -> finetune -> curve -> evaluate -> promote.
+"""The whole pipeline in one call: [review export] -> ingest -> pretrain -> finetune -> curve -> evaluate -> promote.
 
 One MLflow parent run holds one nested run per stage. Each stage's input comes from the stage before (the
 manifest ingest wrote, the encoder pretrain registered, the detector finetune registered), so the config
@@ -6,6 +6,11 @@ only needs the sources, the label CSVs and the settings. A stage whose inputs ar
 says so: ingest converts only new or changed files, pretrain finds its finished run by its fingerprint, and
 finetune, evaluate and promote are skipped when the digest of their settings and inputs equals the one
 recorded in ``run-state.json`` after their last run. ``force`` redoes the stages it names.
+
+With ``review.feed`` the loop closes: the review database's labels are exported first into
+``review-export/labels.csv`` under the run's folder, and that file is ``finetune.labels`` for every stage
+(finetune trains on it, pretrain keeps its validation part out); the detector's run is tagged with the
+export's run (``medssl.review_export_run``) and logs the CSV as its ``labels`` dataset input.
 """
 
 from __future__ import annotations
@@ -32,7 +37,9 @@ from pipeline.ingest import run_ingest
 from pipeline.pretrain import run_pretrain
 from pipeline.promote import run_promote
 from pipeline.registry.store import CHAMPION, alias_version, detector_name
-from pipeline.tracking import log_metrics, stage_run
+from pipeline.review import run_review_export
+from pipeline.review.export import LABELS_TAG
+from pipeline.tracking import find_run, log_metrics, stage_run
 
 STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote")
 
@@ -93,6 +100,9 @@ class Steps:
                 "--force ingest: ingest always redoes what is new or changed; to convert everything again, "
                 "remove ingest.out (or run medssl ingest into a fresh folder)"
             )
+        if config.review.feed:  # the readers' labels replace the configured ones, in every stage
+            fine = config.finetune.model_copy(update={"labels": out / "review-export" / "labels.csv"})
+            config = config.model_copy(update={"finetune": fine})
         if config.finetune.labels is None or config.evaluate.labels is None:
             raise WorkflowError("run needs finetune.labels (training labels) and evaluate.labels (a held-out set)")
         self.config, self.console, self.out = config, console, out
@@ -121,6 +131,18 @@ class Steps:
             rows = items(read_manifest(manifest), manifest.parent, pre.spatial_dims, pre.slices_per_volume)
             self._digests[manifest] = digest(rows)
         return self._digests[manifest]
+
+    def review_export(self) -> Path | None:
+        """With ``review.feed``, the review database's labels into the CSV finetune trains on (``review.out``
+        is set aside for the page's own exports); None without."""
+        if not self.config.review.feed:
+            return None
+        labels = self.config.finetune.labels
+        review = self.config.review.model_copy(update={"out": labels})
+        done = run_review_export(self.config.model_copy(update={"review": review}), self.console)
+        self.result.outcome["review"] = "ran"
+        self.result.outputs["review.labels"] = str(done.out)
+        return done.out
 
     def ingest(self) -> Path:
         """Convert what is new or changed in ``ingest.sources``; the manifest path."""
@@ -195,10 +217,19 @@ class Steps:
         inputs = (fine.model_dump(mode="json"), self._data(manifest), _weights(encoder), _file_digest(fine.labels))
 
         def finetune() -> dict[str, Any]:
-            done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console)
+            done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console, self._lineage())
             return {"detector": done.model_uri or str(done.detector), "val_auroc": done.mean}
 
         return self._cached("finetune", lambda: _key(*inputs), finetune)["detector"]
+
+    def _lineage(self) -> dict[str, str]:
+        """Tags naming the review export the training labels came from (found by the CSV's digest, so a DAG
+        task finds the run another task made); none when the labels are the configured ones."""
+        if not self.config.review.feed:
+            return {}
+        digest = _file_digest(self.config.finetune.labels)
+        export = find_run(self.config, "review-export", LABELS_TAG, digest)
+        return {"medssl.labels_source": "review", "medssl.review_export_run": export or "unknown"}
 
     def curve(self, manifest: Path, encoder: str) -> dict[str, Any]:
         """The label-efficiency curve of ``encoder`` against scratch, when ``curve.budgets`` names budgets."""
@@ -278,6 +309,7 @@ def run_workflow(config: Config, console: Console, force: Iterable[str] = ()) ->
         raise WorkflowError("run needs ingest.out: the folder every stage's output goes under")
     steps = Steps(config, console, config.ingest.out, force)
     with stage_run(config, "pipeline"):
+        steps.review_export()
         manifest = steps.ingest()
         encoder = steps.pretrain(manifest)
         detector = steps.finetune(manifest, encoder)

@@ -76,5 +76,6 @@ def run_review(config: Config, console: Console) -> None:
 
 
 def run_review_export(config: Config, console: Console) -> ExportResult:
-    _folder(config)
+    """The labels of ``review.database`` into ``review.out``; the manifest is needed only for the defaults of
+    the two (beside it), so a pipeline run that names both exports without one."""
     return export_labels(config, open_database(_database(config)), _export_to(config))

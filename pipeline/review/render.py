@@ -3,7 +3,10 @@ a PNG of one slice under a window.
 
 A loaded scan is cached (least recently used dropped) with the file's size and modification time, so
 scrolling through slices or changing the window reads nothing from disk; each request still looks at the
-file, so a volume deleted or overwritten since answers its reason instead of a stale picture.
+file, so a volume deleted or overwritten since answers its reason instead of a stale picture. The cache
+holds the voxels as stored (a CT's int16, half of float32) with the header's scaling, read once for both the
+digest check and the drawing; only the slice drawn is scaled, windowed and encoded, in one float32 pass.
+Percentile windows are worked out on their first use: a CT never needs them.
 """
 
 from __future__ import annotations
@@ -19,8 +22,7 @@ import numpy as np
 from PIL import Image
 
 from pipeline.data.reasons import Reason
-from pipeline.data.screen import check_file
-from pipeline.data.volumes import load_volume
+from pipeline.data.screen import Stored, read_checked
 
 # (level, width) in HU; the usual lung, soft-tissue and bone settings.
 CT_PRESETS = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0), "bone": (400.0, 1800.0)}
@@ -38,8 +40,32 @@ class ScanFile:
 @dataclass
 class Loaded:
     stamp: tuple[int, int]
-    voxels: np.ndarray  # (C, X, Y, Z): a 2D image has one slice
-    percentiles: dict[str, tuple[float, float]]
+    stored: Stored  # voxels (C, X, Y, Z) as stored: a 2D image has one slice
+    percentiles: dict[str, tuple[float, float]] | None = None
+
+    def window(self, modality: str, preset: str) -> tuple[float, float]:
+        """(low, high) of the preset in real-world values."""
+        if modality == "CT":
+            level, width = CT_PRESETS[preset]
+            return level - width / 2, level + width / 2
+        if self.percentiles is None:  # two threads may both work it out: the same figures either way
+            stored = self.stored
+            found = np.percentile(stored.voxels, list(PERCENTILE_PRESETS.values()), axis=None)
+            self.percentiles = {  # sorted: a negative slope swaps the ends of a symmetric pair
+                name: tuple(sorted(float(v) * stored.slope + stored.inter for v in pair))
+                for name, pair in zip(PERCENTILE_PRESETS, found, strict=True)
+            }
+        return self.percentiles[preset]
+
+
+def _arranged(stored: Stored) -> Stored:
+    """(C, X, Y, Z) as ``load_volume`` lays it out (RGB24 as three channels, a 4D series' first volume),
+    still in the stored type."""
+    raw = stored.voxels
+    data = np.stack([raw[c] for c in "RGB"]) if raw.dtype.names else raw[None]
+    if data.ndim == 5:  # (C, X, Y, Z, T)
+        data = data[..., 0]
+    return Stored(data if data.ndim == 4 else data[..., None], stored.slope, stored.inter)
 
 
 def presets(modality: str) -> list[str]:
@@ -67,14 +93,10 @@ class Renderer:
             if cached is not None and cached.stamp == stamp:
                 self._cache.move_to_end(key)
                 return cached
-        if (problem := check_file(str(scan.path), scan.sha256)) is not None:
-            return problem[0]
-        data = load_volume(scan.path)
-        voxels = data if data.ndim == 4 else data[..., None]
-        percentiles = {
-            name: tuple(float(v) for v in np.percentile(voxels, bounds)) for name, bounds in PERCENTILE_PRESETS.items()
-        }
-        loaded = Loaded(stamp, voxels, percentiles)
+        found = read_checked(str(scan.path), scan.sha256)
+        if isinstance(found, tuple):
+            return found[0]
+        loaded = Loaded(stamp, _arranged(found))
         with self._lock:
             self._cache[key] = loaded
             self._cache.move_to_end(key)
@@ -91,18 +113,20 @@ class Renderer:
         modality = self.files[key].modality
         if preset not in presets(modality):
             raise ValueError(f"preset must be one of {', '.join(presets(modality))}")
-        depth = loaded.voxels.shape[3]
+        voxels = loaded.stored.voxels
+        depth = voxels.shape[3]
         if not 0 <= index < depth:
             raise ValueError(f"slice must be in 0..{depth - 1}")
-        plane = loaded.voxels[:, :, :, index]  # (C, X, Y)
-        if modality == "CT":
-            level, width = CT_PRESETS[preset]
-            low, high = level - width / 2, level + width / 2
-        else:
-            low, high = loaded.percentiles[preset]
-        scaled = np.clip((plane - low) / max(high - low, 1e-6), 0, 1)
-        pixels = (np.transpose(scaled, (2, 1, 0)) * 255).round().astype(np.uint8)  # (rows, cols, C)
-        image = Image.fromarray(pixels[..., 0] if pixels.shape[2] == 1 else pixels)
+        low, high = loaded.window(modality, preset)
+        # stored -> real-world -> 0..255 folded into one multiply-add over the slice alone, in place.
+        gain = 255 / max(high - low, 1e-6)
+        pixels = voxels[:, :, :, index].astype(np.float32)  # (C, X, Y)
+        pixels *= loaded.stored.slope * gain
+        pixels += (loaded.stored.inter - low) * gain
+        np.clip(pixels, 0, 255, out=pixels)
+        np.rint(pixels, out=pixels)
+        rows = np.transpose(pixels.astype(np.uint8), (2, 1, 0))  # (rows, cols, C)
+        image = Image.fromarray(np.ascontiguousarray(rows[..., 0] if rows.shape[2] == 1 else rows))
         buffer = io.BytesIO()
-        image.save(buffer, format="PNG", compress_level=1)
+        image.save(buffer, format="PNG", optimize=False, compress_level=1)
         return buffer.getvalue()

@@ -41,7 +41,7 @@ def test_ct_windows_are_in_hounsfield_units(ct, preset, expected):
 
 def test_an_unchanged_scan_is_read_once_and_a_bad_request_is_a_value_error(ct, monkeypatch):
     ct.png("ct", 0, "lung")
-    monkeypatch.setattr("pipeline.review.render.load_volume", lambda *_: pytest.fail("read again"))
+    monkeypatch.setattr("pipeline.review.render.read_checked", lambda *_: pytest.fail("read again"))
     ct.png("ct", 2, "bone")
     with pytest.raises(ValueError, match="preset must be one of lung, soft-tissue, bone"):
         ct.png("ct", 0, "auto")
