@@ -19,13 +19,16 @@ def review(
     config: ConfigOpt = None,
     host: Annotated[str | None, typer.Option(help="Address to bind (default 127.0.0.1: this machine only).")] = None,
     port: Annotated[int | None, typer.Option(help="Port (default 8765).")] = None,
+    suggested: Annotated[
+        Path | None, typer.Option(help="A medssl suggest CSV: the 'to label' worklist (review.suggested).")
+    ] = None,
 ) -> None:
     """Serve the page over review.manifest until Ctrl-C; readers sign in with their review.readers token."""
     if ctx.invoked_subcommand is not None:
         return
     from pipeline.review import run_review
 
-    run_stage(run_review, config, {"review.host": host, "review.port": port})
+    run_stage(run_review, config, {"review.host": host, "review.port": port, "review.suggested": suggested})
 
 
 @review_app.command("export")
