@@ -1,7 +1,7 @@
 // The review page: sign in, pick a scan from a worklist, read it, decide. No framework, no build step.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { csrf: null, key: null, list: null, lists: null, slices: 1, opened: 0, deciding: false };
+const state = { csrf: null, key: null, list: null, lists: null, slices: 1, opened: 0, deciding: false, drawing: null };
 
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json" };
@@ -22,11 +22,16 @@ function showSignIn() {
 function closeScan() {
   state.key = null;
   state.list = null;
-  URL.revokeObjectURL($("image").src);
-  $("image").removeAttribute("src");
+  clearImage();
   for (const id of ["scan-key", "scan-problem", "slice-label", "status"]) $(id).textContent = "";
   $("finding").value = "";
   for (const b of document.querySelectorAll("#decisions button")) b.classList.remove("chosen");
+}
+
+function clearImage() {
+  state.drawing = null;
+  URL.revokeObjectURL($("image").src);
+  $("image").removeAttribute("src");
 }
 
 async function started(me) {
@@ -65,6 +70,7 @@ async function openScan(key, list) {
   state.slices = info.slices;
   state.opened = performance.now();
   $("scan-key").textContent = key;
+  clearImage(); // the last scan's image must never show under this scan's key
   $("slice").max = info.slices - 1;
   $("slice").value = Math.floor(info.slices / 2);
   $("preset").replaceChildren(...info.presets.map((p) => new Option(p, p)));
@@ -81,13 +87,16 @@ async function draw() {
   const index = Number($("slice").value);
   $("slice-label").textContent = `${index + 1}/${state.slices}`;
   const url = `/api/scans/${state.key}/image.png?slice=${index}&preset=${$("preset").value}`;
+  state.drawing = url;
   const response = await api(url);
+  // A slower answer for a scan or slice since left must not cover the one asked for last.
+  const body = response.ok ? await response.blob() : await response.json();
+  if (state.drawing !== url) return;
   if (response.ok) {
     URL.revokeObjectURL($("image").src);
-    $("image").src = URL.createObjectURL(await response.blob());
+    $("image").src = URL.createObjectURL(body);
     $("scan-problem").textContent = "";
   } else {
-    const body = await response.json();
     $("scan-problem").textContent = body.reason || body.error;
   }
 }
