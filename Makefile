@@ -17,17 +17,21 @@ $(STAMP): requirements.lock pyproject.toml
 
 install: $(STAMP)
 
-# Orthanc + its DICOMweb plugin: the real PACS that tests/ingest/test_dicomweb.py starts on its own ports. Installing
-# it needs root; without root the PACS tests are skipped (and say so), the rest of the suite runs.
+# Orthanc + its DICOMweb plugin: the real PACS that tests/ingest/test_dicomweb.py starts on its own ports. Chromium +
+# its driver: the headless browser tests/review/test_browser.py drives through the review page. Installing them
+# needs root; without root the PACS and browser tests are skipped (and say so), the rest of the suite runs.
+# Nothing is installed when all three binaries are there; any one missing installs the four packages (apt-get
+# leaves those already installed as they are).
 # A policy-rc.d that says no (101) keeps Debian from starting the system Orthanc service while installing.
 system-deps:
-	command -v Orthanc >/dev/null || [ "$$(id -u)" != 0 ] || { \
+	{ command -v Orthanc && command -v chromium && command -v chromedriver; } >/dev/null || [ "$$(id -u)" != 0 ] || { \
 		if [ ! -e /usr/sbin/policy-rc.d ]; then \
 			printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && \
 			trap 'rm -f /usr/sbin/policy-rc.d' EXIT; \
 		fi; \
 		apt-get update -qq && \
-		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends orthanc orthanc-dicomweb; \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+			orthanc orthanc-dicomweb chromium chromium-driver; \
 	}
 
 test: install system-deps

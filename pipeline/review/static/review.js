@@ -1,7 +1,7 @@
 // The review page: sign in, pick a scan from a worklist, read it, decide. No framework, no build step.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { csrf: null, key: null, slices: 1, opened: 0 };
+const state = { csrf: null, key: null, list: null, lists: null, slices: 1, opened: 0, deciding: false, drawing: null };
 
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json" };
@@ -12,8 +12,26 @@ async function api(path, options = {}) {
 }
 
 function showSignIn() {
+  closeScan();
   $("app").hidden = true;
   $("signin-form").hidden = false;
+  $("token").focus();
+}
+
+// Empties the viewer: a scan, a finding or a decision of one reader must not carry over to whoever signs in next.
+function closeScan() {
+  state.key = null;
+  state.list = null;
+  clearImage();
+  for (const id of ["scan-key", "scan-problem", "slice-label", "status"]) $(id).textContent = "";
+  $("finding").value = "";
+  for (const b of document.querySelectorAll("#decisions button")) b.classList.remove("chosen");
+}
+
+function clearImage() {
+  state.drawing = null;
+  URL.revokeObjectURL($("image").src);
+  $("image").removeAttribute("src");
 }
 
 async function started(me) {
@@ -26,6 +44,7 @@ async function started(me) {
 
 async function refresh() {
   const lists = await (await api("/api/worklists")).json();
+  state.lists = lists;
   for (const [name, id] of [["to_label", "to-label"], ["flagged", "flagged"], ["disagreements", "disagreements"]]) {
     const list = lists[name];
     $(`count-${id}`).textContent = `${list.done}/${list.count}`;
@@ -35,7 +54,7 @@ async function refresh() {
       li.textContent = item.series_key + (item.score !== undefined ? ` (${item.score.toFixed(2)})` : "");
       li.dataset.key = item.series_key;
       li.className = (item.done ? "done " : "") + (item.series_key === state.key ? "active" : "");
-      li.onclick = () => openScan(item.series_key);
+      li.onclick = () => openScan(item.series_key, name);
       return li;
     }));
   }
@@ -44,12 +63,14 @@ async function refresh() {
     .map((p) => `κ ${p.a}/${p.b}: ${p.kappa === null ? "n/a" : p.kappa.toFixed(2)} over ${p.scans}`).join("; ");
 }
 
-async function openScan(key) {
+async function openScan(key, list) {
   const info = await (await api(`/api/scans/${key}`)).json();
   state.key = key;
+  state.list = list;
   state.slices = info.slices;
   state.opened = performance.now();
   $("scan-key").textContent = key;
+  clearImage(); // the last scan's image must never show under this scan's key
   $("slice").max = info.slices - 1;
   $("slice").value = Math.floor(info.slices / 2);
   $("preset").replaceChildren(...info.presets.map((p) => new Option(p, p)));
@@ -66,13 +87,16 @@ async function draw() {
   const index = Number($("slice").value);
   $("slice-label").textContent = `${index + 1}/${state.slices}`;
   const url = `/api/scans/${state.key}/image.png?slice=${index}&preset=${$("preset").value}`;
+  state.drawing = url;
   const response = await api(url);
+  // A slower answer for a scan or slice since left must not cover the one asked for last.
+  const body = response.ok ? await response.blob() : await response.json();
+  if (state.drawing !== url) return;
   if (response.ok) {
     URL.revokeObjectURL($("image").src);
-    $("image").src = URL.createObjectURL(await response.blob());
+    $("image").src = URL.createObjectURL(body);
     $("scan-problem").textContent = "";
   } else {
-    const body = await response.json();
     $("scan-problem").textContent = body.reason || body.error;
   }
 }
@@ -83,16 +107,35 @@ function step(delta) {
   draw();
 }
 
+// The scan after key in the list it was picked from that this reader has not decided yet (wrapping round),
+// so a worklist is read by keyboard alone; null once all are decided.
+function nextScan(key) {
+  const items = state.list ? state.lists[state.list].items : [];
+  const at = items.findIndex((item) => item.series_key === key);
+  const order = [...items.slice(at + 1), ...items.slice(0, at + 1)];
+  return order.find((item) => !item.done && item.series_key !== key)?.series_key ?? null;
+}
+
 async function decide(decision) {
-  if (!state.key) return;
-  const seconds = (performance.now() - state.opened) / 1000;
-  const response = await api(`/api/scans/${state.key}/decision`, {
-    method: "POST",
-    body: JSON.stringify({ decision, finding: $("finding").value, seconds }),
-  });
-  const body = await response.json();
-  $("status").textContent = response.ok ? `${decision} saved` : body.error;
-  if (response.ok) await openScan(state.key);
+  // One decision at a time: a second key press before the next scan is open must not land on this one.
+  if (!state.key || state.deciding) return;
+  state.deciding = true;
+  try {
+    const key = state.key;
+    const seconds = (performance.now() - state.opened) / 1000;
+    const response = await api(`/api/scans/${key}/decision`, {
+      method: "POST",
+      body: JSON.stringify({ decision, finding: $("finding").value, seconds }),
+    });
+    const body = await response.json();
+    if (response.ok) {
+      await refresh();
+      await openScan(nextScan(key) ?? key, state.list);
+    }
+    $("status").textContent = response.ok ? `${key}: ${decision} saved` : body.error;
+  } finally {
+    state.deciding = false;
+  }
 }
 
 $("signin-form").onsubmit = async (event) => {
@@ -117,11 +160,20 @@ $("preset").onchange = draw;
 $("zoom").oninput = () => { $("image").style.transform = `scale(${$("zoom").value})`; };
 $("frame").addEventListener("wheel", (event) => { event.preventDefault(); step(Math.sign(event.deltaY)); });
 document.addEventListener("keydown", (event) => {
-  if (event.target.tagName === "TEXTAREA" || event.target.tagName === "INPUT") return;
+  // Typing a finding or a token is no shortcut, nor is the browser's own (Ctrl+S must not record "skip").
+  if (event.ctrlKey || event.metaKey || event.altKey || event.target.matches("textarea, input:not([type=range])")) return;
   const keys = { n: "normal", a: "abnormal", u: "unsure", s: "skip" };
-  if (keys[event.key]) decide(keys[event.key]);
-  else if (event.key === "ArrowLeft" || event.key === "ArrowDown") step(-1);
-  else if (event.key === "ArrowRight" || event.key === "ArrowUp") step(1);
+  const native = event.target.matches("input, select"); // the slice slider and the window list step themselves
+  if (keys[event.key]) {
+    event.preventDefault(); // a focused window list would jump to a preset starting with the letter
+    if (!event.repeat) decide(keys[event.key]); // a held key decides once, not scan after scan
+  } else if (!native && (event.key === "ArrowLeft" || event.key === "ArrowDown")) {
+    event.preventDefault();
+    step(-1);
+  } else if (!native && (event.key === "ArrowRight" || event.key === "ArrowUp")) {
+    event.preventDefault();
+    step(1);
+  }
 });
 
 api("/api/me").then(async (r) => (r.ok ? started(await r.json()) : showSignIn()));
