@@ -9,7 +9,9 @@ building one from DICOM would only time the ingest.
 
 Measured, each reader signed in first:
 - first image: the first PNG of a scan the server has not loaded (volume read, digest checked, slice drawn);
-  the CT's file is touched between repeats so the server loads it again;
+  the CT's file is touched between repeats so the server loads it again; and the first PNG of the CT when
+  the page has prefetched it (as it does for the scan a decision opens next, while the reader reads the
+  one before);
 - slice step: the next slice of the open CT under the lung window, ``--steps`` steps one after another;
 - decisions: ``--readers`` readers at once, each with its own session, deciding every scan of the "to label"
   worklist twice (the second time changing the call); afterwards the database must hold exactly
@@ -165,11 +167,21 @@ def _png(client: httpx.Client, key: str, index: int, preset: str) -> float:
 def first_images(client: httpx.Client, ct: Path, ct_key: str, xrays: list[str], repeats: int) -> dict[str, list]:
     """Seconds to the first PNG of a scan not loaded: the CT (its file touched before each repeat, so its
     stamp changes and the server reads it again) and ``repeats`` X-rays never opened."""
-    ct_times = []
+    ct_times, prefetched = [], []
     for _ in range(repeats):
         os.utime(ct)
         ct_times.append(_png(client, ct_key, CT_SHAPE[2] // 2, "lung"))
-    return {"ct": ct_times, "xray": [_png(client, key, 0, "auto") for key in xrays[:repeats]]}
+    for _ in range(repeats):
+        # What the page does while the previous scan is read: ask for the next scan's middle slice under
+        # its default window, then open it. A reader who spends at least the load time on a scan sees this.
+        os.utime(ct)
+        client.get(f"/api/scans/{ct_key}/image.png", params={"slice": CT_SHAPE[2] // 2}).raise_for_status()
+        prefetched.append(_png(client, ct_key, CT_SHAPE[2] // 2, "lung"))
+    return {
+        "ct": ct_times,
+        "ct-prefetched": prefetched,
+        "xray": [_png(client, key, 0, "auto") for key in xrays[:repeats]],
+    }
 
 
 def slice_steps(client: httpx.Client, ct_key: str, steps: int) -> list[float]:
@@ -267,6 +279,7 @@ def main() -> None:
         server.stop()
     load = os.getloadavg()
     ct, xray = statistics.median(first["ct"]), statistics.median(first["xray"])
+    ahead = statistics.median(first["ct-prefetched"])
     step, p95 = statistics.median(steps), float(np.percentile(steps, 95))
     report = "\n".join(
         [
@@ -282,6 +295,8 @@ def main() -> None:
             "|---|---|---|---|",
             f"| first image, CT (slice {CT_SHAPE[2] // 2}, lung) | {_ms(ct)} (max {_ms(max(first['ct']))}) "
             f"| < 300 ms | {_verdict(ct, TARGETS['first'])} |",
+            f"| first image, CT, opened after the page prefetched it | {_ms(ahead)} "
+            f"(max {_ms(max(first['ct-prefetched']))}) | < 300 ms | {_verdict(ahead, TARGETS['first'])} |",
             f"| first image, chest X-ray | {_ms(xray)} (max {_ms(max(first['xray']))}) | < 300 ms "
             f"| {_verdict(xray, TARGETS['first'])} |",
             f"| slice step, CT lung window ({args.steps} steps) | median {_ms(step)}, p95 {_ms(p95)} | < 50 ms "

@@ -78,6 +78,9 @@ class Renderer:
         self._cache: OrderedDict[str, Loaded] = OrderedDict()
         self._size = cache_size
         self._lock = threading.Lock()
+        # One load at a time per scan: the page's prefetch and the reader opening that scan must not both
+        # gunzip and check the same volume.
+        self._loading: dict[str, threading.Lock] = {}
 
     def load(self, key: str) -> Loaded | Reason:
         """The scan's voxels, from the cache while the file is unchanged; the screen's reason instead when
@@ -88,21 +91,31 @@ class Renderer:
         except FileNotFoundError:
             return Reason.MISSING_FILE
         stamp = (st.st_size, st.st_mtime_ns)
+        if (cached := self._cached(key, stamp)) is not None:
+            return cached
+        with self._lock:
+            gate = self._loading.setdefault(key, threading.Lock())
+        with gate:
+            if (cached := self._cached(key, stamp)) is not None:  # loaded while this request waited
+                return cached
+            found = read_checked(str(scan.path), scan.sha256)
+            if isinstance(found, tuple):
+                return found[0]
+            loaded = Loaded(stamp, _arranged(found))
+            with self._lock:
+                self._cache[key] = loaded
+                self._cache.move_to_end(key)
+                while len(self._cache) > self._size:
+                    self._cache.popitem(last=False)
+            return loaded
+
+    def _cached(self, key: str, stamp: tuple[int, int]) -> Loaded | None:
         with self._lock:
             cached = self._cache.get(key)
-            if cached is not None and cached.stamp == stamp:
-                self._cache.move_to_end(key)
-                return cached
-        found = read_checked(str(scan.path), scan.sha256)
-        if isinstance(found, tuple):
-            return found[0]
-        loaded = Loaded(stamp, _arranged(found))
-        with self._lock:
-            self._cache[key] = loaded
+            if cached is None or cached.stamp != stamp:
+                return None
             self._cache.move_to_end(key)
-            while len(self._cache) > self._size:
-                self._cache.popitem(last=False)
-        return loaded
+            return cached
 
     def png(self, key: str, index: int, preset: str) -> bytes | Reason:
         """Slice ``index`` under ``preset`` as a PNG: rows top to bottom as ingest stores them, colour kept.

@@ -47,3 +47,34 @@ def test_an_unchanged_scan_is_read_once_and_a_bad_request_is_a_value_error(ct, m
         ct.png("ct", 0, "auto")
     with pytest.raises(ValueError, match=r"slice must be in 0\.\.2"):
         ct.png("ct", 3, "lung")
+
+
+def test_a_scan_asked_for_twice_at_once_is_read_once(ct, monkeypatch):
+    """The page prefetches the next scan; the reader opening it meanwhile waits for that load, not a second."""
+    import threading
+
+    from pipeline.review import render
+
+    reads, entered, again, release = [], threading.Event(), threading.Event(), threading.Event()
+    real = render.read_checked
+
+    def slow_read(*args):
+        reads.append(args)
+        (again if entered.is_set() else entered).set()
+        release.wait(10)
+        return real(*args)
+
+    monkeypatch.setattr(render, "read_checked", slow_read)
+    images: list[bytes] = []
+    first = threading.Thread(target=lambda: images.append(ct.png("ct", 0, "lung")))
+    first.start()
+    assert entered.wait(10)
+    second = threading.Thread(target=lambda: images.append(ct.png("ct", 1, "lung")))
+    second.start()
+    # Without the per-scan gate the second request reads the file too, within this second; with it, it
+    # waits for the first load (a correct renderer never reads twice, however slow this machine is).
+    again.wait(1.0)
+    release.set()
+    first.join(10)
+    second.join(10)
+    assert len(reads) == 1 and len(images) == 2 and all(png.startswith(b"\x89PNG") for png in images)

@@ -80,6 +80,14 @@ async function openScan(key, list) {
   }
   await draw();
   await refresh();
+  prefetch(nextScan(key));
+}
+
+// While this scan is read, the server loads the one a decision will open next (a CT's gunzip and digest
+// check take it a second or two), so that scan's first image is drawn from memory.
+function prefetch(key) {
+  const item = key && state.lists[state.list]?.items.find((i) => i.series_key === key);
+  if (item) fetch(`/api/scans/${key}/image.png?slice=${Math.floor(item.slices / 2)}`).catch(() => {});
 }
 
 async function draw() {
