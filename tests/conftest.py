@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,17 @@ def adult_manifest(tmp_path_factory, dask_scheduler) -> Path:
     with open(os.devnull, "w") as quiet:
         run_ingest(make_config([SAMPLE / "cxr_nih1000"], out, dask_scheduler, site="nih"), Console(file=quiet))
     return out / "manifest.parquet"
+
+
+def pneumonia_images(folder: Path, per_class: int) -> pd.DataFrame:
+    """The first ``per_class`` normal and pneumonia X-rays of the sample's train split, copied into ``folder``;
+    their rows of its labels.csv (path, label)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
+    chosen = pd.concat([table[table.label == 0].head(per_class), table[table.label == 1].head(per_class)])
+    for name in chosen.path:
+        shutil.copyfile(PNEUMONIA / "train" / name, folder / name)
+    return chosen
 
 
 def finetune_config(ingested: Path, out: Path, store: str | None = None, **finetune: Any) -> Config:

@@ -8,7 +8,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import PNEUMONIA
+from conftest import PNEUMONIA, pneumonia_images
 from rich.console import Console
 
 from pipeline.data.items import scans
@@ -21,11 +21,7 @@ from pipeline.errors import LabelsError
 def four_images(ingest, tmp_path):
     """Four chest X-rays (two per class) ingested with a key file; (manifest, series keys by file name)."""
     source = tmp_path / "images"
-    source.mkdir()
-    table = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
-    chosen = pd.concat([table[table.label == 0].head(2), table[table.label == 1].head(2)])
-    for name in chosen.path:
-        shutil.copyfile(PNEUMONIA / "train" / name, source / name)
+    chosen = pneumonia_images(source, 2)
     result, manifest = ingest(source, pseudonym_key=None)
     return result.manifest, dict(zip(chosen.path, chosen.label, strict=True)), manifest
 

@@ -8,7 +8,7 @@ import shutil
 
 import pandas as pd
 import pytest
-from conftest import PNEUMONIA, TEST_KEY
+from conftest import PNEUMONIA, TEST_KEY, pneumonia_images
 from rich.console import Console
 
 from pipeline.config import PretrainConfig
@@ -24,11 +24,7 @@ from pipeline.pseudonym import KEY_ENV
 def with_a_copy(ingest, tmp_path):
     """Six chest X-rays (three per class) and one of them again under another name, all labelled."""
     source = tmp_path / "images"
-    source.mkdir()
-    table = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
-    chosen = pd.concat([table[table.label == 0].head(3), table[table.label == 1].head(3)])
-    for name in chosen.path:
-        shutil.copyfile(PNEUMONIA / "train" / name, source / name)
+    chosen = pneumonia_images(source, 3)
     shutil.copyfile(source / chosen.path.iloc[0], source / "copy.png")
     rows = [*zip(chosen.path, chosen.label, strict=True), ("copy.png", int(chosen.label.iloc[0]))]
     pd.DataFrame(rows, columns=["path", "label"]).to_csv(source / "labels.csv", index=False)
