@@ -24,7 +24,7 @@ from models.detectors import Classifier
 from pipeline.atomic import write_text
 from pipeline.config import Config
 from pipeline.data.items import items
-from pipeline.data.labels import read_labels
+from pipeline.data.labelled import labelled_scans
 from pipeline.data.manifest import read_manifest
 from pipeline.data.screen import screen
 from pipeline.device import resolve
@@ -87,8 +87,8 @@ def run_suggest(config: Config, console: Console) -> SuggestResult:
     manifest = read_manifest(cfg.manifest)
     key = read_key(config.ingest.secret(), cfg.manifest.parent)
     labelled = set(manifest.series_key[manifest.label.notna()]) if "label" in manifest else set()
-    if cfg.labels is not None and key is not None:
-        labelled |= {image_key(key, p) for p, row in read_labels(cfg.labels).items() if row.label is not None}
+    if cfg.labels is not None:  # path,label or series_key,label (medssl review export)
+        labelled |= labelled_scans(cfg.manifest, cfg.labels, config.ingest.secret())
     found = items(manifest, cfg.manifest.parent, spec.spatial_dims, config.pretrain.slices_per_volume)
     rows, _ = screen(found, cfg.manifest.parent)
     if not rows:

@@ -245,6 +245,12 @@ def test_suggested_scans_are_unlabelled_files_that_finetune_reads_once_labelled(
     pd.concat([known, suggested]).to_csv(tmp_path / "labelled.csv", index=False)
     again = finetune_config(ingested, tmp_path / "ft", labels=str(tmp_path / "labelled.csv"), val_fraction=0.5, seeds=1)
     assert run_finetune(again, QUIET).labelled == 22
+    # Labelled on the review page instead (series_key,label): the next suggestions leave those scans out too.
+    reviewed = pd.DataFrame({"series_key": [image_key(TEST_KEY.encode(), p) for p in suggested.path], "label": 1})
+    reviewed.to_csv(tmp_path / "reviewed.csv", index=False)
+    cfg = cfg.model_copy(update={"suggest": cfg.suggest.model_copy(update={"labels": tmp_path / "reviewed.csv"})})
+    run_suggest(cfg, QUIET)
+    assert not set(pd.read_csv(tmp_path / "suggested.csv").path) & set(suggested.path)
 
 
 def test_real_patients_with_several_x_rays_stay_on_one_side(sample_manifest):
