@@ -16,7 +16,7 @@ import pandas as pd
 from rich.console import Console
 
 from pipeline.data.items import Item, group_split, items, scans
-from pipeline.data.labels import LabelRow, read_keyed_labels, read_labels
+from pipeline.data.labels import LabelRow, read_any_labels
 from pipeline.data.manifest import read_manifest, read_rows
 from pipeline.data.screen import screen_and_report
 from pipeline.errors import DataError
@@ -25,14 +25,14 @@ from pipeline.pseudonym import image_key, label_key, pseudonym, read_key
 
 def _matches(manifest: pd.DataFrame, labels: Path, key: bytes | None) -> tuple[dict[str, LabelRow], int]:
     """(label row of each manifest ``series_key`` the CSV names, rows in the CSV)."""
-    if (keyed := read_keyed_labels(labels)) is not None:
-        return {k: keyed[k] for k in manifest.series_key if k in keyed}, len(keyed)
+    named, listed = read_any_labels(labels)
+    if named == "series_key":
+        return {k: listed[k] for k in manifest.series_key if k in listed}, len(listed)
     if key is None:
         raise DataError(
             f"no pseudonym key to match {labels.name} with (set ingest.pseudonym_key or MEDSSL_PSEUDONYM_KEY as at "
             "ingest, or name scans by series_key)"
         )
-    listed = read_labels(labels)
     by_key = {image_key(key, path): row for path, row in listed.items()}
     # DICOM series labelled at ingest (by a file or folder of this CSV) carry the path's label_key.
     by_label_key = {label_key(key, path): row for path, row in listed.items()}

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import pandas as pd
 
@@ -34,19 +35,30 @@ def read_labels(csv_path: str | Path) -> dict[str, LabelRow]:
     df = _read(csv_path)
     if "path" not in df.columns:
         raise LabelsError(f"{csv_path}: names scans by series_key; here a 'path' (or 'file') column is needed")
-    return {
-        str((path if path.is_absolute() else csv_path.parent / path).resolve()): row
-        for path, row in ((Path(rec["path"]), row) for rec, row in _rows(df, csv_path))
-    }
+    return _by_path(df, csv_path)
 
 
 def read_keyed_labels(csv_path: str | Path) -> dict[str, LabelRow] | None:
     """Map each ``series_key`` to its label row; None when the CSV names scans by path."""
+    named, rows = read_any_labels(csv_path)
+    return rows if named == "series_key" else None
+
+
+def read_any_labels(csv_path: str | Path) -> tuple[Literal["series_key", "path"], dict[str, LabelRow]]:
+    """(what the CSV names scans by, its label rows by series_key or by resolved path), the file read once:
+    for callers that take either form."""
     csv_path = Path(csv_path)
     df = _read(csv_path)
-    if "series_key" not in df.columns:
-        return None
-    return {str(rec["series_key"]).strip(): row for rec, row in _rows(df, csv_path)}
+    if "series_key" in df.columns:
+        return "series_key", {str(rec["series_key"]).strip(): row for rec, row in _rows(df, csv_path)}
+    return "path", _by_path(df, csv_path)
+
+
+def _by_path(df: pd.DataFrame, csv_path: Path) -> dict[str, LabelRow]:
+    return {
+        str((path if path.is_absolute() else csv_path.parent / path).resolve()): row
+        for path, row in ((Path(rec["path"]), row) for rec, row in _rows(df, csv_path))
+    }
 
 
 def _read(csv_path: Path) -> pd.DataFrame:

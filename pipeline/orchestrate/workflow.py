@@ -217,17 +217,17 @@ class Steps:
         inputs = (fine.model_dump(mode="json"), self._data(manifest), _weights(encoder), _file_digest(fine.labels))
 
         def finetune() -> dict[str, Any]:
-            done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console, self._lineage())
+            tags = self._lineage(inputs[3])
+            done = run_finetune(self.config.model_copy(update={"finetune": fine}), self.console, tags)
             return {"detector": done.model_uri or str(done.detector), "val_auroc": done.mean}
 
         return self._cached("finetune", lambda: _key(*inputs), finetune)["detector"]
 
-    def _lineage(self) -> dict[str, str]:
-        """Tags naming the review export the training labels came from (found by the CSV's digest, so a DAG
-        task finds the run another task made); none when the labels are the configured ones."""
+    def _lineage(self, digest: str) -> dict[str, str]:
+        """Tags naming the review export the training labels (of ``digest``) came from, found by that digest
+        so a DAG task finds the run another task made; none when the labels are the configured ones."""
         if not self.config.review.feed:
             return {}
-        digest = _file_digest(self.config.finetune.labels)
         export = find_run(self.config, "review-export", LABELS_TAG, digest)
         return {"medssl.labels_source": "review", "medssl.review_export_run": export or "unknown"}
 

@@ -140,7 +140,7 @@ def scan_info(request: Request) -> Response:
     reader = _reader(request)
     key = _scan(request)
     state = _state(request)
-    mine = [d for d in current(state.engine) if d.series_key == key and d.reader == reader.pseudonym]
+    mine = current(state.engine, key, reader.pseudonym)
     return JSONResponse(
         {
             "series_key": key,

@@ -105,9 +105,15 @@ def record(engine: Engine, decision: Decision) -> None:
         conn.execute(insert(decisions).values(**decision.__dict__, current=True))
 
 
-def current(engine: Engine) -> list[Decision]:
-    """Every reader's current decision on every scan, oldest first."""
+def current(engine: Engine, series_key: str | None = None, reader: str | None = None) -> list[Decision]:
+    """Every reader's current decision on every scan, oldest first; only one scan's or one reader's when
+    given (opening a scan asks for one row, not the whole table)."""
     columns = [decisions.c[name] for name in Decision.__dataclass_fields__]
+    query = select(*columns).where(decisions.c.current)
+    if series_key is not None:
+        query = query.where(decisions.c.series_key == series_key)
+    if reader is not None:
+        query = query.where(decisions.c.reader == reader)
     with engine.connect() as conn:
-        rows = conn.execute(select(*columns).where(decisions.c.current).order_by(decisions.c.id)).all()
+        rows = conn.execute(query.order_by(decisions.c.id)).all()
     return [Decision(*row) for row in rows]

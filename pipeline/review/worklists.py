@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.data.labels import read_keyed_labels, read_labels
+from pipeline.data.labels import read_any_labels
 from pipeline.data.manifest import read_manifest
 from pipeline.pseudonym import image_key, label_key
 from pipeline.review.agreement import disagreements
@@ -49,9 +49,9 @@ def _text(value: object) -> str:
 def to_label(rows: pd.DataFrame, csv: Path, key: bytes) -> list[str]:
     """The manifest's scans the CSV names, in its order, each once."""
     present = set(rows.series_key)
-    keyed = read_keyed_labels(csv)
-    if keyed is not None:
-        return [scan for scan in keyed if scan in present]
+    named, listed = read_any_labels(csv)
+    if named == "series_key":
+        return [scan for scan in listed if scan in present]
     by_label_key: dict[str, list[str]] = {}
     for scan, mark in zip(rows.series_key, rows.get("label_key", [""] * len(rows)), strict=True):
         by_label_key.setdefault(mark or "", []).append(scan)
@@ -60,7 +60,7 @@ def to_label(rows: pd.DataFrame, csv: Path, key: bytes) -> list[str]:
         for where in {str(Path(folder).resolve()), str((csv.parent / folder).resolve())}:
             by_folder.setdefault(where, []).append(scan)
     ordered: dict[str, None] = {}
-    for path in read_labels(csv):
+    for path in listed:
         if (scan := image_key(key, path)) in present:
             ordered.setdefault(scan)
             continue

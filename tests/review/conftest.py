@@ -18,7 +18,7 @@ import pandas as pd
 import pydicom
 import pytest
 import uvicorn
-from conftest import PNEUMONIA, SAMPLE, TEST_KEY, make_config
+from conftest import SAMPLE, TEST_KEY, make_config, pneumonia_images
 from rich.console import Console
 
 from pipeline.config import Config, load_config
@@ -35,11 +35,7 @@ def reviewed(tmp_path_factory, dask_scheduler) -> dict[str, Any]:
     """The ingest output, the source names that must never reach the page, and the scans by kind."""
     root = tmp_path_factory.mktemp("review")
     source = root / PATIENT_FOLDER
-    source.mkdir()
-    table = pd.read_csv(PNEUMONIA / "train" / "labels.csv")
-    chosen = pd.concat([table[table.label == 0].head(3), table[table.label == 1].head(3)])
-    for name in chosen.path:
-        shutil.copyfile(PNEUMONIA / "train" / name, source / name)
+    chosen = pneumonia_images(source, 3)
     shutil.copytree(SAMPLE / "dcm_qa_enh" / "In" / "Philips", source / "mr")
     out = root / "out"
     with open(os.devnull, "w") as quiet:

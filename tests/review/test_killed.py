@@ -6,7 +6,6 @@ from __future__ import annotations
 import itertools
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -17,6 +16,7 @@ import httpx
 import pytest
 import yaml
 from conftest import ROOT, TEST_KEY
+from orthanc import free_port
 
 from review.conftest import TOKENS
 
@@ -51,9 +51,7 @@ def test_a_killed_server_keeps_each_acknowledged_decision_whole(reviewed, tmp_pa
     review = {"manifest": str(reviewed["out"] / "manifest.parquet"), "database": f"sqlite:///{database}"}
     settings = {"ingest": {"pseudonym_key": TEST_KEY}, "tracking": {"enabled": False}, "review": review}
     config.write_text(yaml.safe_dump(settings | {"review": review | {"readers": readers}}))
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     proc = _start(config, port)
     scans = list(reviewed["images"].values())
     acknowledged: dict[str, str] = {}  # finding -> decision, for each decision the server answered 201 to
