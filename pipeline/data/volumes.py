@@ -23,16 +23,20 @@ def load_volume(path: str | Path, volume: int = 0) -> np.ndarray:
     RGB24 becomes three channels; of a 4D series, ``volume`` picks one time point.
     """
     img = nib.load(path)
-    if img.get_data_dtype().names:  # RGB24: a structured array, one field per channel
-        raw = np.asarray(img.dataobj)
-        data = np.stack([raw[c] for c in "RGB"]).astype(np.float32)
-    else:
-        data = np.asarray(img.get_fdata(dtype=np.float32))[None]
-    if data.ndim == 5:  # (C, X, Y, Z, T)
-        data = data[..., volume]
+    rgb = bool(img.get_data_dtype().names)  # RGB24: a structured array, one field per channel
+    raw = np.asarray(img.dataobj) if rgb else np.asarray(img.get_fdata(dtype=np.float32))
+    data = channels_first(raw, volume).astype(np.float32, copy=False)
     if data.shape[3] == 1:
         data = data[..., 0]
     return np.ascontiguousarray(data)
+
+
+def channels_first(data: np.ndarray, volume: int = 0) -> np.ndarray:
+    """``(C, X, Y, Z)`` in the array's own type, as ingest's NIfTI holds it: RGB24 as three channels, and of a
+    4D series the time point ``volume``. Training (``load_volume``) and the review page's viewer lay scans
+    out alike."""
+    data = np.stack([data[c] for c in "RGB"]) if data.dtype.names else data[None]
+    return data[..., volume] if data.ndim == 5 else data  # (C, X, Y, Z, T)
 
 
 def normalise(data: np.ndarray, modality: str) -> np.ndarray:

@@ -23,11 +23,12 @@ from PIL import Image
 
 from pipeline.data.reasons import Reason
 from pipeline.data.screen import Stored, read_checked
+from pipeline.data.volumes import PERCENTILES, channels_first
 
 # (level, width) in HU; the usual lung, soft-tissue and bone settings.
 CT_PRESETS = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0), "bone": (400.0, 1800.0)}
 # Modalities without an absolute scale: percentiles of the whole scan.
-PERCENTILE_PRESETS = {"auto": (0.5, 99.5), "wide": (0.0, 100.0), "narrow": (5.0, 95.0)}
+PERCENTILE_PRESETS = {"auto": PERCENTILES, "wide": (0.0, 100.0), "narrow": (5.0, 95.0)}
 
 
 @dataclass(frozen=True)
@@ -61,10 +62,7 @@ class Loaded:
 def _arranged(stored: Stored) -> Stored:
     """(C, X, Y, Z) as ``load_volume`` lays it out (RGB24 as three channels, a 4D series' first volume),
     still in the stored type."""
-    raw = stored.voxels
-    data = np.stack([raw[c] for c in "RGB"]) if raw.dtype.names else raw[None]
-    if data.ndim == 5:  # (C, X, Y, Z, T)
-        data = data[..., 0]
+    data = channels_first(stored.voxels)
     return Stored(data if data.ndim == 4 else data[..., None], stored.slope, stored.inter)
 
 
