@@ -130,4 +130,3 @@ class RandViewd(Randomizable, MapTransform):
 
     def _generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(int(self.R.randint(2**31)))
-

@@ -70,9 +70,7 @@ def _read(csv_path: Path) -> pd.DataFrame:
         raise LabelsError(f"{csv_path}: unreadable label CSV ({type(exc).__name__})") from exc
     df = df.rename(columns={k: v for k, v in SYNONYMS.items() if k in df.columns and v not in df.columns})
     if "path" not in df.columns and "series_key" not in df.columns:
-        raise LabelsError(
-            f"{csv_path}: needs a 'path' (or 'file') or 'series_key' column; has {', '.join(df.columns)}"
-        )
+        raise LabelsError(f"{csv_path}: needs a 'path' (or 'file') or 'series_key' column; has {', '.join(df.columns)}")
     return df
 
 
@@ -85,7 +83,10 @@ def _rows(df: pd.DataFrame, csv_path: Path) -> list[tuple[dict, LabelRow]]:
         if raw not in ("", "0", "1"):
             raise LabelsError(f"{csv_path}:{n}: label must be 0, 1 or empty, got {raw!r}")
         row = LabelRow(
-            int(raw) if raw else None, str(rec.get("patient_id", "")), str(rec.get("site", "")), str(rec.get("group", ""))
+            int(raw) if raw else None,
+            str(rec.get("patient_id", "")),
+            str(rec.get("site", "")),
+            str(rec.get("group", "")),
         )
         out.append((rec, row))
     return out

@@ -53,7 +53,8 @@ COLUMNS: dict[str, str] = {
 
 
 def voxel_digest(arr: np.ndarray) -> str:
-    """The manifest's ``voxel_sha256``: sha256 of shape, dtype and voxels: equal digests mean equal images, whatever the file's compression."""
+    """The manifest's ``voxel_sha256``: sha256 of shape, dtype and voxels: equal digests mean equal images,
+    whatever the file's compression."""
     h = hashlib.sha256(f"{arr.shape}|{arr.dtype.str}|".encode())
     h.update(_c_order(arr))
     return h.hexdigest()

@@ -93,4 +93,3 @@ def load_fixed(rows: Sequence[Mapping[str, Any]], spatial_dims: int, size: int, 
     """The ``centred`` input of every row, stacked (N, 1, size, ...): small labelled sets, held in memory."""
     fixed = centred(spatial_dims, size, volume_side)
     return torch.stack([torch.as_tensor(fixed(dict(r))[KEY]).float() for r in rows])
-

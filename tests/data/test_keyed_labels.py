@@ -4,7 +4,6 @@ manifest directly, without the pseudonym key, and a path CSV is matched as befor
 from __future__ import annotations
 
 import io
-import shutil
 
 import pandas as pd
 import pytest
@@ -30,7 +29,7 @@ def test_a_series_key_csv_labels_the_manifest_rows_it_names_without_the_key(four
     manifest_path, _, manifest = four_images
     keys = list(manifest.series_key[manifest.status == "accepted"])
     csv = tmp_path / "keyed.csv"
-    pd.DataFrame({"series_key": keys + ["0000000000000000"], "label": [0, 1, 1, ""] + [1]}).to_csv(csv, index=False)
+    pd.DataFrame({"series_key": [*keys, "0000000000000000"], "label": [0, 1, 1, "", 1]}).to_csv(csv, index=False)
     (manifest_path.parent / ".pseudonym_key").unlink()  # a keyed CSV needs no pseudonym key
     assert labelled_scans(manifest_path, csv, None) == set(keys[:3])
     found = labelled_items(manifest_path, csv, None, 2, 0, Console(file=io.StringIO()))
@@ -39,7 +38,7 @@ def test_a_series_key_csv_labels_the_manifest_rows_it_names_without_the_key(four
 
 
 def test_a_csv_names_scans_by_path_or_by_series_key(four_images, tmp_path):
-    manifest_path, labels, _ = four_images
+    _, labels, _ = four_images
     csv = tmp_path / "by_path.csv"
     pd.DataFrame({"path": [str(PNEUMONIA / "train" / n) for n in labels], "label": list(labels.values())}).to_csv(
         csv, index=False

@@ -13,9 +13,8 @@ from rich.console import Console
 
 from pipeline.config import PretrainConfig
 from pipeline.data.items import scans
-from pipeline.data.labelled import labelled_items, labelled_scans
+from pipeline.data.labelled import excluded_scans, labelled_items, labelled_scans
 from pipeline.errors import DataError
-from pipeline.data.labelled import excluded_scans
 from pipeline.pretrain.scans import usable_items
 from pipeline.pseudonym import KEY_ENV
 
@@ -58,5 +57,5 @@ def test_excluded_csvs_say_how_many_scans_they_hold_out(with_a_copy, tmp_path):
 def test_without_the_pseudonym_key_a_csv_cannot_be_matched_and_says_so(with_a_copy, monkeypatch):
     manifest, labels = with_a_copy
     monkeypatch.delenv(KEY_ENV, raising=False)  # ingest was given TEST_KEY: no key file beside the manifest
-    with pytest.raises(DataError, match="no pseudonym key to match labels.csv"):
+    with pytest.raises(DataError, match=r"no pseudonym key to match labels\.csv"):
         labelled_scans(manifest, labels, None)
