@@ -8,10 +8,13 @@ manifest row), a smooth body-and-lungs phantom with noise: no public CT of that 
 building one from DICOM would only time the ingest.
 
 Measured, each reader signed in first:
-- first image: the first PNG of a scan the server has not loaded (volume read, digest checked, slice drawn);
-  the CT's file is touched between repeats so the server loads it again; and the first PNG of the CT when
-  the page has prefetched it (as it does for the scan a decision opens next, while the reader reads the
-  one before);
+- preparing: after it starts, the server verifies and unpacks the worklist's scans (``review.unpacked``);
+  the seconds from start until its pass is finished, with an empty unpacked folder;
+- first image: the first PNG of the CT opened right after a server (re)start, the server's pass done (the
+  volume mapped from the unpacked folder); the first PNG of the CT when its file was changed since that pass
+  (touched, so the server reads and checks it again: the cold path); the first PNG of the CT when the page has
+  prefetched it (as it does for the scan a decision opens next, while the reader reads the one before); the
+  first PNG of chest X-rays never opened;
 - slice step: the next slice of the open CT under the lung window, ``--steps`` steps one after another;
 - decisions: ``--readers`` readers at once, each with its own session, deciding every scan of the "to label"
   worklist twice (the second time changing the call); afterwards the database must hold exactly
@@ -164,9 +167,33 @@ def _png(client: httpx.Client, key: str, index: int, preset: str) -> float:
     return seconds
 
 
+def wait_prepared(client: httpx.Client) -> float:
+    """Seconds until the server's pass down the worklists is finished (polled every 50 ms)."""
+    began = time.perf_counter()
+    while not client.get("/api/worklists").json()["prepared"]["finished"]:
+        time.sleep(0.05)
+    return time.perf_counter() - began
+
+
+def first_after_start(config: Path, token: str, ct_key: str, repeats: int) -> list[float]:
+    """Seconds to the CT's first PNG from a server just (re)started, once its pass is done: the first image
+    a reader sees of a worklist scan the server prepared (nothing of it in the server's memory)."""
+    times = []
+    for _ in range(repeats):
+        server = Server(config, _free_port())
+        try:
+            client = signed_in(server.url, token)
+            wait_prepared(client)
+            times.append(_png(client, ct_key, CT_SHAPE[2] // 2, "lung"))
+        finally:
+            server.stop()
+    return times
+
+
 def first_images(client: httpx.Client, ct: Path, ct_key: str, xrays: list[str], repeats: int) -> dict[str, list]:
     """Seconds to the first PNG of a scan not loaded: the CT (its file touched before each repeat, so its
-    stamp changes and the server reads it again) and ``repeats`` X-rays never opened."""
+    stamp changes and the server reads and checks it again), the CT prefetched, and ``repeats`` X-rays never
+    opened."""
     ct_times, prefetched = [], []
     for _ in range(repeats):
         os.utime(ct)
@@ -259,11 +286,14 @@ def main() -> None:
     database = args.work / "review.db"
     for stale in args.work.glob("review.db*"):
         stale.unlink()
+    unpacked = args.work / "unpacked"
+    shutil.rmtree(unpacked, ignore_errors=True)
     tokens = {f"reader{n}": f"bench-token-{n:04d}-0123456789" for n in range(args.readers)}
     review = {
         "manifest": str(manifest),
         "suggested": str(suggested),
         "database": f"sqlite:///{database}",
+        "unpacked": str(unpacked),
         "readers": [{"name": name, "token": token} for name, token in tokens.items()],
     }
     config = args.work / "review.yaml"
@@ -272,13 +302,16 @@ def main() -> None:
     server = Server(config, _free_port())
     try:
         client = signed_in(server.url, tokens["reader0"])
+        preparing = wait_prepared(client)
         first = first_images(client, manifest.parent / f"volumes/{ct_key}.nii.gz", ct_key, xrays, args.repeats)
         steps = slice_steps(client, ct_key, args.steps)
         rate, made, check = decisions(server.url, tokens, scans, database)
     finally:
         server.stop()
+    after_start = first_after_start(config, tokens["reader0"], ct_key, args.repeats)
     load = os.getloadavg()
     ct, xray = statistics.median(first["ct"]), statistics.median(first["xray"])
+    ready = statistics.median(after_start)
     ahead = statistics.median(first["ct-prefetched"])
     step, p95 = statistics.median(steps), float(np.percentile(steps, 95))
     report = "\n".join(
@@ -288,13 +321,16 @@ def main() -> None:
             "beside it. The server is `medssl review` in its own process, the clients httpx over loopback. CT: "
             f"{'x'.join(map(str, CT_SHAPE))} int16, gzip NIfTI as ingest writes it (a phantom, see the script); "
             f"chest X-rays: {len(xrays)} NIH films ({size}) through `run_ingest`. First image: median of "
-            f"{args.repeats} (the CT's file touched before each, so the server loads it again; from the page "
-            "cache, as a volume just ingested would be).",
+            f"{args.repeats}, files in the page cache as a volume just ingested would be. After it started, the "
+            f"server verified and unpacked the {len(scans)} worklist scans in {preparing:.1f} s "
+            "(`review.unpacked`, empty before).",
             "",
             "| measure | figure | target | |",
             "|---|---|---|---|",
-            f"| first image, CT (slice {CT_SHAPE[2] // 2}, lung) | {_ms(ct)} (max {_ms(max(first['ct']))}) "
-            f"| < 300 ms | {_verdict(ct, TARGETS['first'])} |",
+            f"| first image, CT (slice {CT_SHAPE[2] // 2}, lung), server just restarted, its pass done "
+            f"| {_ms(ready)} (max {_ms(max(after_start))}) | < 300 ms | {_verdict(ready, TARGETS['first'])} |",
+            f"| first image, CT changed since the server's pass (read and checked on request) | {_ms(ct)} "
+            f"(max {_ms(max(first['ct']))}) | < 300 ms | {_verdict(ct, TARGETS['first'])} |",
             f"| first image, CT, opened after the page prefetched it | {_ms(ahead)} "
             f"(max {_ms(max(first['ct-prefetched']))}) | < 300 ms | {_verdict(ahead, TARGETS['first'])} |",
             f"| first image, chest X-ray | {_ms(xray)} (max {_ms(max(first['xray']))}) | < 300 ms "

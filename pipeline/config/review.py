@@ -35,6 +35,8 @@ class ReviewConfig(Strict):
     readers: list[ReaderConfig] = Field(default_factory=list)
     session_hours: float = Field(default=12.0, gt=0)
     cache_scans: int = Field(default=8, ge=1)
+    unpacked: Path | None = None
+    unpacked_gb: float = Field(default=20.0, ge=0)
     out: Path | None = None
     feed: bool = False
 

@@ -20,6 +20,7 @@ from pipeline.review.auth import Readers
 from pipeline.review.export import ExportResult, export_labels
 from pipeline.review.render import Renderer
 from pipeline.review.store import open_database
+from pipeline.review.unpacked import Unpacked
 from pipeline.review.worklists import catalogue
 
 __all__ = ["ExportResult", "review_app", "run_review", "run_review_export"]
@@ -45,6 +46,13 @@ def _export_to(config: Config) -> Path:
     return config.review.out or _folder(config) / "review" / "labels.csv"
 
 
+def _unpacked(config: Config) -> Unpacked | None:
+    if config.review.unpacked_gb == 0:
+        return None
+    folder = config.review.unpacked or _folder(config) / "review" / "unpacked"
+    return Unpacked(folder, int(config.review.unpacked_gb * 1e9))
+
+
 def review_app(config: Config) -> Starlette:
     cfg = config.review
     folder = _folder(config)
@@ -61,7 +69,7 @@ def review_app(config: Config) -> Starlette:
         open_database(_database(config)),
         Readers(readers, key),
         cat,
-        Renderer(cat.files, cfg.cache_scans),
+        Renderer(cat.files, cfg.cache_scans, _unpacked(config)),
         _export_to(config),
     )
     return build_app(state)

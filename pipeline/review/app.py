@@ -7,10 +7,13 @@ runs in its thread pool, so a slow volume read never blocks another reader's req
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
-from dataclasses import dataclass
+import threading
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -132,7 +135,8 @@ def me(request: Request) -> Response:
 def lists(request: Request) -> Response:
     reader = _reader(request)
     state = _state(request)
-    return JSONResponse(worklists(state.catalogue, current(state.engine), reader.pseudonym))
+    found = worklists(state.catalogue, current(state.engine), reader.pseudonym)
+    return JSONResponse(found | {"prepared": asdict(state.renderer.prepared)})
 
 
 def scan_info(request: Request) -> Response:
@@ -214,6 +218,22 @@ async def _bug(request: Request, exc: Exception) -> Response:
     return JSONResponse({"error": "internal error (see the server log)"}, status_code=500)
 
 
+@contextlib.asynccontextmanager
+async def _preparing(app: Starlette) -> AsyncIterator[None]:
+    """While the server runs, a thread verifies and unpacks the worklists' scans in the order readers meet
+    them (to label, then flagged), so that most first images are ready before they are asked for."""
+    state: State = app.state.review
+    stop = threading.Event()
+    order = [*state.catalogue.to_label, *(key for key, _ in state.catalogue.flagged)]
+    thread = threading.Thread(target=state.renderer.prepare, args=(order, stop), name="review-prepare", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()  # the scan being read is finished (its write is atomic), the rest are left
+        thread.join()
+
+
 def build_app(state: State) -> Starlette:
     routes = [
         Route("/", index),
@@ -228,6 +248,8 @@ def build_app(state: State) -> Starlette:
         Route("/api/scans/{key}/decision", decide, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, exception_handlers={HTTPException: _http_error, Exception: _bug})
+    app = Starlette(
+        routes=routes, exception_handlers={HTTPException: _http_error, Exception: _bug}, lifespan=_preparing
+    )
     app.state.review = state
     return app

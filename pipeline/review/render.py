@@ -3,7 +3,9 @@ a PNG of one slice under a window.
 
 A loaded scan is cached (least recently used dropped) with the file's size and modification time, so
 scrolling through slices or changing the window reads nothing from disk; each request still looks at the
-file, so a volume deleted or overwritten since answers its reason instead of a stale picture. The cache
+file, so a volume deleted or overwritten since answers its reason instead of a stale picture. Behind that
+memory cache is the ``Unpacked`` folder: scans verified before (by ``prepare``, which the server runs down
+the worklists when it starts), mapped from disk instead of inflated and checked again. The cache
 holds the voxels as stored (a CT's int16, half of float32) with the header's scaling, read once for both the
 digest check and the drawing; only the slice drawn is scaled, windowed and encoded, in one float32 pass.
 Percentile windows are worked out on their first use: a CT never needs them.
@@ -15,6 +17,7 @@ import io
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +27,7 @@ from PIL import Image
 from pipeline.data.reasons import Reason
 from pipeline.data.screen import Stored, read_checked
 from pipeline.data.volumes import PERCENTILES, channels_first
+from pipeline.review.unpacked import Stamp, Unpacked
 
 # (level, width) in HU; the usual lung, soft-tissue and bone settings.
 CT_PRESETS = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0), "bone": (400.0, 1800.0)}
@@ -40,7 +44,7 @@ class ScanFile:
 
 @dataclass
 class Loaded:
-    stamp: tuple[int, int]
+    stamp: Stamp
     stored: Stored  # voxels (C, X, Y, Z) as stored: a 2D image has one slice
     percentiles: dict[str, tuple[float, float]] | None = None
 
@@ -70,42 +74,94 @@ def presets(modality: str) -> list[str]:
     return list(CT_PRESETS if modality == "CT" else PERCENTILE_PRESETS)
 
 
+@dataclass
+class Prepared:
+    """How far the server's pass down the worklists has got: scans verified and unpacked, of ``total``."""
+
+    done: int = 0
+    total: int = 0
+    finished: bool = False
+
+
 class Renderer:
-    def __init__(self, files: dict[str, ScanFile], cache_size: int) -> None:
+    def __init__(self, files: dict[str, ScanFile], cache_size: int, unpacked: Unpacked | None = None) -> None:
         self.files = files
+        self.unpacked = unpacked
+        self.prepared = Prepared()
         self._cache: OrderedDict[str, Loaded] = OrderedDict()
         self._size = cache_size
         self._lock = threading.Lock()
-        # One load at a time per scan: the page's prefetch and the reader opening that scan must not both
-        # gunzip and check the same volume.
+        # One load at a time per scan: the page's prefetch, the server's pass and the reader opening that
+        # scan must not each gunzip and check the same volume.
         self._loading: dict[str, threading.Lock] = {}
+
+    def _stamp(self, key: str) -> Stamp | None:
+        try:
+            st = os.stat(self.files[key].path)
+        except FileNotFoundError:
+            return None
+        return st.st_size, st.st_mtime_ns
+
+    def _gate(self, key: str) -> threading.Lock:
+        with self._lock:
+            return self._loading.setdefault(key, threading.Lock())
+
+    def _read(self, key: str, stamp: Stamp, keep: set[str] | None = None) -> Stored | Reason | None:
+        """The scan arranged for drawing: mapped from the unpacked folder when it was verified at this
+        stamp, else read and checked. With ``keep`` (the server's pass; a reader's request never waits for
+        the write) a scan read is also unpacked, if room can be made without dropping those scans: None
+        when it cannot."""
+        scan = self.files[key]
+        if self.unpacked is not None and (kept := self.unpacked.get(key, scan.sha256, stamp)) is not None:
+            return kept
+        found = read_checked(str(scan.path), scan.sha256)
+        if isinstance(found, tuple):
+            return found[0]
+        arranged = _arranged(found)
+        if keep is not None and self.unpacked is not None and scan.sha256:
+            return arranged if self.unpacked.put(key, scan.sha256, stamp, arranged, keep) else None
+        return arranged
 
     def load(self, key: str) -> Loaded | Reason:
         """The scan's voxels, from the cache while the file is unchanged; the screen's reason instead when
         the file is gone, unreadable or not the one ingest wrote."""
-        scan = self.files[key]
-        try:
-            st = os.stat(scan.path)
-        except FileNotFoundError:
+        stamp = self._stamp(key)
+        if stamp is None:
             return Reason.MISSING_FILE
-        stamp = (st.st_size, st.st_mtime_ns)
         if (cached := self._cached(key, stamp)) is not None:
             return cached
-        with self._lock:
-            gate = self._loading.setdefault(key, threading.Lock())
-        with gate:
+        with self._gate(key):
             if (cached := self._cached(key, stamp)) is not None:  # loaded while this request waited
                 return cached
-            found = read_checked(str(scan.path), scan.sha256)
-            if isinstance(found, tuple):
-                return found[0]
-            loaded = Loaded(stamp, _arranged(found))
+            found = self._read(key, stamp)
+            if isinstance(found, Reason):
+                return found
+            loaded = Loaded(stamp, found)
             with self._lock:
                 self._cache[key] = loaded
                 self._cache.move_to_end(key)
                 while len(self._cache) > self._size:
                     self._cache.popitem(last=False)
             return loaded
+
+    def prepare(self, keys: Iterable[str], stop: threading.Event) -> None:
+        """Verify and unpack ``keys`` in the order readers will open them, so that a first image is a
+        memory map; stops at the first scan the unpacked folder's budget cannot take without evicting one
+        already prepared. Scans that fail their check are passed over: opening one shows its reason."""
+        keys = list(dict.fromkeys(keys))
+        self.prepared = Prepared(total=len(keys))
+        done: set[str] = set()
+        for key in keys:
+            if stop.is_set() or self.unpacked is None:
+                break
+            stamp = self._stamp(key)
+            if stamp is not None and self.files[key].sha256:  # without a digest there is nothing to verify
+                with self._gate(key):
+                    if self._read(key, stamp, keep=done) is None:
+                        break  # the budget is full of scans this pass prepared
+            done.add(key)
+            self.prepared.done += 1
+        self.prepared.finished = True
 
     def _cached(self, key: str, stamp: tuple[int, int]) -> Loaded | None:
         with self._lock:

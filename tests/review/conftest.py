@@ -63,6 +63,7 @@ def review_config(reviewed: dict[str, Any], tmp_path: Path, **review: Any) -> Co
         "review.manifest": str(reviewed["out"] / "manifest.parquet"),
         "review.database": f"sqlite:///{tmp_path / 'review.db'}",
         "review.out": str(tmp_path / "labels.csv"),
+        "review.unpacked": str(tmp_path / "unpacked"),
         "review.readers": [
             {"name": "ann", "token": TOKENS["ann"]},
             {"name": "bob", "token": TOKENS["bob"]},

@@ -159,6 +159,7 @@ def test_readers_label_by_keyboard_disagree_and_the_adjudicator_settles_before_t
     page.decide_by_key("a", "abnormal", then=third)
     page.until(lambda: page.keys("disagreements") == [third], "the disagreement")
     assert page.text("kappa").startswith("κ ")
+    assert page.text("prepared").endswith("worklist scans ready")  # the server's pass, finished by now
     page.sign_out()
 
     # cleo, the adjudicator, settles it: the list empties.

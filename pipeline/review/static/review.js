@@ -1,7 +1,7 @@
 // The review page: sign in, pick a scan from a worklist, read it, decide. No framework, no build step.
 "use strict";
 const $ = (id) => document.getElementById(id);
-const state = { csrf: null, key: null, list: null, lists: null, slices: 1, opened: 0, deciding: false, drawing: null };
+const state = { csrf: null, key: null, list: null, lists: null, slices: 1, opened: 0, deciding: false, drawing: null, polling: null };
 
 async function api(path, options = {}) {
   const headers = { "Content-Type": "application/json" };
@@ -12,6 +12,8 @@ async function api(path, options = {}) {
 }
 
 function showSignIn() {
+  clearTimeout(state.polling); // no refresh of the lists while nobody is signed in
+  state.polling = null;
   closeScan();
   $("app").hidden = true;
   $("signin-form").hidden = false;
@@ -58,9 +60,23 @@ async function refresh() {
       return li;
     }));
   }
+  const prepared = lists.prepared;
+  $("prepared").textContent = prepared.finished
+    ? `${prepared.done} of ${prepared.total} worklist scans ready` +
+      (prepared.done < prepared.total ? " (the unpacked folder is full: the rest open slower)" : "")
+    : `Preparing worklist scans: ${prepared.done} of ${prepared.total} ready`;
+  if (!prepared.finished && !state.polling) {
+    state.polling = setTimeout(() => { state.polling = null; refresh(); }, 3000);
+  }
   const agreement = await (await api("/api/agreement")).json();
-  $("kappa").textContent = agreement.pairs
-    .map((p) => `κ ${p.a}/${p.b}: ${p.kappa === null ? "n/a" : p.kappa.toFixed(2)} over ${p.scans}`).join("; ");
+  // One pair a line; a pseudonym is cut to 8 characters (the whole one is its tooltip).
+  $("kappa").replaceChildren(...agreement.pairs.map((p) => {
+    const li = document.createElement("li");
+    li.textContent = `κ ${p.kappa === null ? "n/a" : p.kappa.toFixed(2)} over ${p.scans} · ` +
+      `${p.a.slice(0, 8)} / ${p.b.slice(0, 8)}`;
+    li.title = `${p.a} / ${p.b}`;
+    return li;
+  }));
 }
 
 async function openScan(key, list) {
