@@ -70,7 +70,17 @@ def finetune(
     manifest: ManifestOpt = None,
     labels: Annotated[
         Path | None,
-        typer.Option(help="Label CSV (path,label[,patient_id,group]); default: the labels stored at ingest."),
+        typer.Option(
+            help="Label CSV (path,label[,patient_id,group], or series_key,label as medssl review export writes); "
+            "default: the labels stored at ingest."
+        ),
+    ] = None,
+    exclude: Annotated[
+        list[Path] | None,
+        typer.Option(
+            help="A manifest or label CSV of scans not to learn from, even labelled (repeatable; finetune.exclude): "
+            "the scans evaluate and promote judge on. medssl run adds evaluate.labels and promote.labels."
+        ),
     ] = None,
     budget: Annotated[
         str | None, typer.Option(help="Labels per class from the training part: Nshot, or P% (1%, 10%, 100%).")
@@ -99,6 +109,7 @@ def finetune(
         "finetune.encoder": encoder,
         "finetune.manifest": manifest,
         "finetune.labels": labels,
+        "finetune.exclude": exclude,
         "finetune.budget": budget,
         "finetune.mode": mode,
         "finetune.seeds": seeds,

@@ -121,6 +121,7 @@ def run_finetune(config: Config, console: Console, tags: dict[str, str] | None =
         config.pretrain.slices_per_volume,
         console,
         classes,
+        cfg.exclude,
     )
     if {it["label"] for it in labelled} == {0}:  # one-class from normal scans alone: nothing to validate on
         train, val = labelled, []

@@ -164,6 +164,7 @@ class Steps:
                 pre.spatial_dims,
                 pre.slices_per_volume,
                 self.console,
+                exclude=self._finetune_exclude(),
             )
             held = scans(validation_split(found, fine.val_fraction, fine.seed)[1])
         except LabelsError:  # an unreadable CSV is the user's to fix
@@ -177,6 +178,10 @@ class Steps:
         that learns from unlabelled scans may see."""
         listed = (self.config.evaluate.labels, self.config.promote.labels, *more)
         return list(dict.fromkeys(p for p in listed if p is not None))
+
+    def _finetune_exclude(self) -> list[Path]:
+        """What finetune may neither train on, even labelled, nor take as unlabelled (semi mode)."""
+        return [*self.config.finetune.exclude, *self._judged()]
 
     def pretrain_config(self, manifest: Path) -> PretrainConfig:
         """The pretrain settings of this run: the manifest, the output folder, and in ``exclude`` what no
@@ -211,7 +216,7 @@ class Steps:
                 "manifest": manifest,
                 "encoder": encoder,
                 "out": fine.out or self.out / "finetune",
-                "exclude": [*fine.exclude, *self._judged()],  # the semi mode's unlabelled scans
+                "exclude": self._finetune_exclude(),
             }
         )
         inputs = (fine.model_dump(mode="json"), self._data(manifest), _weights(encoder), _file_digest(fine.labels))
@@ -240,7 +245,7 @@ class Steps:
             update={
                 "manifest": manifest,
                 "encoder": encoder,
-                "exclude": [*self.config.finetune.exclude, *self._judged()],
+                "exclude": self._finetune_exclude(),
             }
         )
         cfg = self.config.curve.model_copy(update={"out": self.config.curve.out or self.out / "curve"})

@@ -50,3 +50,16 @@ def test_a_csv_names_scans_by_path_or_by_series_key(four_images, tmp_path):
     (tmp_path / "keyed.csv").write_text("series_key,label\nabc,1\n")
     with pytest.raises(LabelsError, match="names scans by series_key"):
         read_labels(tmp_path / "keyed.csv")
+
+
+def test_scans_an_exclude_list_names_are_not_trained_on_even_labelled(four_images, tmp_path):
+    """A review export can label a scan the evaluation set holds: finetune's exclude wins over its label."""
+    manifest_path, _, manifest = four_images
+    keys = list(manifest.series_key[manifest.status == "accepted"])
+    labels, judged = tmp_path / "export.csv", tmp_path / "evaluation.csv"
+    pd.DataFrame({"series_key": keys, "label": [0, 1, 0, 1]}).to_csv(labels, index=False)
+    pd.DataFrame({"series_key": keys[:1], "label": [0]}).to_csv(judged, index=False)
+    out = io.StringIO()
+    found = labelled_items(manifest_path, labels, None, 2, 0, Console(file=out, width=200), exclude=[judged])
+    assert scans(found) == set(keys[1:])
+    assert "1 labelled scan(s) are held out by exclude" in out.getvalue()
