@@ -16,7 +16,14 @@ def evaluate(
     model: Annotated[
         str | None, typer.Option(help="models:/<name>-detector@champion (or any model URI), or detector.pt.")
     ] = None,
-    labels: Annotated[Path | None, typer.Option(help="Label CSV (path,label) of the images to score.")] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Label CSV of the images to score: path,label, or series_key,label (a review export)."),
+    ] = None,
+    manifest: Annotated[
+        Path | None,
+        typer.Option(help="The ingest manifest.parquet whose scans a series_key CSV names (evaluate.manifest)."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Folder for metrics.json, scores.csv and roc.png.")
     ] = None,
@@ -25,14 +32,15 @@ def evaluate(
 ) -> None:
     """Score labelled images a detector never saw: AUROC, AUPRC, sensitivity at 90/95 % specificity, 95 % CIs.
 
-    The images (PNG, JPEG, DICOM files or series folders) are ingested first, so they are read exactly as
-    training images were.
+    The images of a path CSV (PNG, JPEG, DICOM files or series folders) are ingested first, so they are read
+    exactly as training images were; a series_key CSV names scans of --manifest, already ingested.
     """
     from pipeline.evaluate import run_evaluate, summary_table
 
     overrides = {
         "evaluate.model": model,
         "evaluate.labels": labels,
+        "evaluate.manifest": manifest,
         "evaluate.out": out,
         **tracking_off(no_tracking),
     }

@@ -108,6 +108,7 @@ class CurveConfig(Strict):
 class EvaluateConfig(Strict):
     model: str | None = None
     labels: Path | None = None
+    manifest: Path | None = None
     out: Path | None = None
     ingested: Path | None = None
     bootstrap: int = Field(default=1000, ge=0)

@@ -2,16 +2,18 @@
 
 The images the label CSV lists go through ``ingest`` first (into ``out/ingested``), so they are read,
 oriented and scaled exactly as the training images were; then the detector scores each scan (the mean over
-its slices for a volume). Outputs: ``metrics.json`` (AUROC, AUPRC, sensitivity at 90 % and 95 %
-specificity, bootstrap 95 % intervals, and what could not be scored and why), ``scores.csv`` (path as the
-CSV gives it, label, score) and ``roc.png``. MLflow gets the metrics, the JSON and the PNG; ``scores.csv``
-stays local, since the CSV's paths are the user's own and can carry identifiers.
+its slices for a volume). A CSV that names scans by ``series_key`` (a review export) names scans already
+ingested: they are read from ``evaluate.manifest``. Outputs: ``metrics.json`` (AUROC, AUPRC, sensitivity at
+90 % and 95 % specificity, bootstrap 95 % intervals, and what could not be scored and why), ``scores.csv``
+(path as the CSV gives it, or series_key; label; score) and ``roc.png``. MLflow gets the metrics, the JSON
+and the PNG; ``scores.csv`` stays local, since the CSV's paths are the user's own and can carry identifiers.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,7 @@ from rich.table import Table
 
 from pipeline.atomic import write_text
 from pipeline.config import Config
-from pipeline.data.labels import read_labels
+from pipeline.data.labels import read_any_labels
 from pipeline.data.manifest import read_rows
 from pipeline.data.reasons import Reason
 from pipeline.device import resolve
@@ -59,27 +61,21 @@ def _ingest(config: Config, out: Path, paths: list[str], labels: Path, console: 
     return run_ingest(inner, console).manifest
 
 
-def run_evaluate(config: Config, console: Console) -> EvaluateResult:
-    """Score every labelled image of ``evaluate.labels`` with ``evaluate.model``; write and log the metrics."""
+Scorer = Callable[[pd.DataFrame, Path], pd.Series]
+
+
+def _by_path(
+    config: Config, listed: dict[str, int], out: Path, console: Console, score: Scorer
+) -> tuple[list[dict[str, Any]], Counter]:
+    """(scored rows, unscored counts by reason) of a ``path,label`` CSV: its images ingested first."""
     cfg = config.evaluate
-    if cfg.model is None or cfg.labels is None:
-        raise EvaluateError("evaluate needs a model (--model) and a label CSV (--labels)")
-    model, tags = load_model(cfg.model, config.tracking)
-    spec = input_spec(model, tags, None)
-    listed = {path: row.label for path, row in read_labels(cfg.labels).items() if row.label is not None}
-    if not listed:
-        raise EvaluateError(f"{cfg.labels}: no row with a 0/1 label")
-    out = cfg.out or Path("evaluation")  # not beside the CSV: its folder may be read-only shared data
     present = sorted(p for p in listed if Path(p).exists())
     if not present:
         raise EvaluateError(f"{cfg.labels}: none of the listed images exists")
     manifest = _ingest(config, out, present, cfg.labels, console)
     key = read_key(config.ingest.secret(), manifest.parent) or b""
     rows = read_rows(manifest)
-    accepted = rows[rows.status == "accepted"].reset_index(drop=True)
-    device = resolve(config.finetune.device).device
-    scored = scan_scores(model, accepted, manifest.parent, spec, config.pretrain.slices_per_volume, device)
-    by_scan = scored.set_index("scan")
+    scores = score(rows, manifest.parent)
     reasons = dict(zip(rows.series_key, rows.reason, strict=True))
     # Ingest marked each row a CSV path labelled (an image, a DICOM file or a series folder) with its key.
     labelled_by = {k: scan for k, scan in zip(rows.label_key, rows.series_key, strict=True) if isinstance(k, str) and k}
@@ -88,13 +84,57 @@ def run_evaluate(config: Config, console: Console) -> EvaluateResult:
         scan = labelled_by.get(label_key(key, path), "")
         if not Path(path).exists():
             missing[str(Reason.MISSING_FILE)] += 1
-        elif scan in by_scan.index:
-            table.append({"path": _as_listed(path, cfg.labels), "label": label, "score": float(by_scan.score[scan])})
+        elif scan in scores.index:
+            table.append({"path": _as_listed(path, cfg.labels), "label": label, "score": float(scores[scan])})
         else:
             missing[reasons.get(scan) or reasons.get(file_key(key, path)) or "NOT_INGESTED"] += 1
+    return table, missing
+
+
+def _by_key(config: Config, listed: dict[str, int], score: Scorer) -> tuple[list[dict[str, Any]], Counter]:
+    """(scored rows, unscored counts by reason) of a ``series_key,label`` CSV, read from ``evaluate.manifest``."""
+    cfg = config.evaluate
+    if cfg.manifest is None:
+        raise EvaluateError(f"{cfg.labels} names scans by series_key: pass --manifest (the ingest manifest of them)")
+    rows = read_rows(cfg.manifest)
+    scores = score(rows[rows.series_key.isin(set(listed))], cfg.manifest.parent)
+    reasons = dict(zip(rows.series_key, rows.reason, strict=True))
+    table, missing = [], Counter()
+    for scan, label in listed.items():
+        if scan in scores.index:
+            table.append({"series_key": scan, "label": label, "score": float(scores[scan])})
+        else:
+            missing[reasons.get(scan) or "NOT_INGESTED"] += 1
+    return table, missing
+
+
+def run_evaluate(config: Config, console: Console) -> EvaluateResult:
+    """Score every labelled image of ``evaluate.labels`` with ``evaluate.model``; write and log the metrics."""
+    cfg = config.evaluate
+    if cfg.model is None or cfg.labels is None:
+        raise EvaluateError("evaluate needs a model (--model) and a label CSV (--labels)")
+    model, tags = load_model(cfg.model, config.tracking)
+    spec = input_spec(model, tags, None)
+    named, rows = read_any_labels(cfg.labels)
+    listed = {scan: row.label for scan, row in rows.items() if row.label is not None}
+    if not listed:
+        raise EvaluateError(f"{cfg.labels}: no row with a 0/1 label")
+    out = cfg.out or Path("evaluation")  # not beside the CSV: its folder may be read-only shared data
+    device = resolve(config.finetune.device).device
+
+    def score(manifest_rows: pd.DataFrame, root: Path) -> pd.Series:
+        """The score of each accepted scan, by series_key (screened files only: a bad one is not scored)."""
+        accepted = manifest_rows[manifest_rows.status == "accepted"].reset_index(drop=True)
+        found = scan_scores(model, accepted, root, spec, config.pretrain.slices_per_volume, device)
+        return found.set_index("scan").score
+
+    if named == "series_key":
+        table, missing = _by_key(config, listed, score)
+    else:
+        table, missing = _by_path(config, listed, out, console, score)
     if missing:
         console.print(f"[yellow]not scored: {', '.join(f'{r} {n}' for r, n in missing.most_common())}[/]")
-    scores = pd.DataFrame(table, columns=["path", "label", "score"])
+    scores = pd.DataFrame(table, columns=[named, "label", "score"])
     labels, values = scores.label.to_numpy(), scores.score.to_numpy()
     if set(labels.tolist()) != {0, 1}:
         raise EvaluateError(f"{cfg.labels}: the scored images need both normal (0) and abnormal (1) labels")

@@ -58,7 +58,8 @@ def _evaluated(config: Config, name: str, version: str, out: Path, console: Cons
 
 def compare(challenger: pd.DataFrame, champion: pd.DataFrame, resamples: int, seed: int) -> dict[str, float]:
     """The paired AUROC difference on the images both scored (an image one of them could not score is out)."""
-    both = challenger.merge(champion, on=["path", "label"], suffixes=("_challenger", "_champion"))
+    named = challenger.columns[0]  # path, or series_key for a CSV that names scans so
+    both = challenger.merge(champion, on=[named, "label"], suffixes=("_challenger", "_champion"))
     return paired_difference(both.label, both.score_challenger, both.score_champion, resamples, seed)
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 
 import pipeline.promote.run as promote
 from pipeline.config import load_config
-from pipeline.errors import PromoteError
+from pipeline.errors import EvaluateError, PromoteError
 from pipeline.evaluate import run_evaluate
 from pipeline.evaluate.metrics import bootstrap, point_metrics, sensitivity_at
 from pipeline.finetune import run_finetune
@@ -80,6 +80,24 @@ def test_evaluate_writes_metrics_with_intervals_scores_and_a_roc_figure(detector
     assert client.get_run(result.run_id).data.metrics["auroc"] == pytest.approx(auroc["value"])
     logged = {a.path for a in client.list_artifacts(result.run_id)}
     assert logged == {"metrics.json", "roc.png"}  # scores.csv holds the user's paths: it stays local
+
+    # The same scans named by series_key (as a review export names them), read from the manifest they were
+    # ingested into: the same scores; a key the manifest lacks is named, not dropped.
+    ingested = tmp_path / "eval" / "ingested" / "manifest.parquet"
+    rows = pd.read_parquet(ingested)
+    named = rows[(rows.status == "accepted") & rows.label.notna()]
+    keyed = tmp_path / "keyed.csv"
+    pd.DataFrame({"series_key": [*named.series_key, "0" * 16], "label": [*named.label.astype(int), 1]}).to_csv(
+        keyed, index=False
+    )
+    with pytest.raises(EvaluateError, match="names scans by series_key: pass --manifest"):
+        run_evaluate(_evaluate_config(store, detector, keyed, tmp_path / "by-key"), QUIET)
+    by_key = run_evaluate(
+        _evaluate_config(store, detector, keyed, tmp_path / "by-key", **{"evaluate.manifest": str(ingested)}), QUIET
+    )
+    assert by_key.scans == 60 and by_key.not_scored == {"NOT_INGESTED": 1}
+    assert by_key.metrics["auroc"]["value"] == pytest.approx(auroc["value"])
+    assert list(pd.read_csv(tmp_path / "by-key" / "scores.csv").columns) == ["series_key", "label", "score"]
 
 
 def test_metrics_on_a_known_ranking():
