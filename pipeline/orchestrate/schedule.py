@@ -72,8 +72,8 @@ def daily_pull(config: Config, day: dt.date) -> DicomwebConfig:
 
     A study stored late is found by the first batch whose look-back still covers its date, and only by that
     one: a batch of day D asks for dates D-L..D, which the batches of days D-L..D+L may each have pulled, so
-    their ledgers are read too. A re-run of day D therefore fetches a study another day pulled meanwhile no
-    more than that day re-fetches D's; each study lives in the partition of the batch that pulled it.
+    their ledgers are read too. So a re-run of any day fetches nothing another day's batch holds, and each
+    study lives (and is scored) in the partition of the batch that pulled it.
     """
     pacs = config.ingest.dicomweb
     back = pacs.lookback_days
