@@ -20,7 +20,8 @@ from medssl_common import settings
 def medssl_daily() -> None:
     @task
     def ingest() -> str:
-        """The day's studies into its partition (the PACS is queried for that StudyDate)."""
+        """The day's studies into its partition (the PACS is queried for that StudyDate and the
+        ``ingest.dicomweb.lookback_days`` before it, for studies stored late)."""
         from rich.console import Console
 
         from pipeline.ingest import run_ingest

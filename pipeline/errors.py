@@ -50,7 +50,8 @@ class IngestError(MedsslError):
 
 
 class DicomwebError(IngestError):
-    """The pull cannot run at all (bad URL, server unreachable, staging unusable); one line, no identifiers."""
+    """The pull cannot run at all (bad URL, server unreachable, login missing, open to others or refused,
+    staging unusable); one line, no identifiers and no secret."""
 
     stage = "ingest.dicomweb"
 

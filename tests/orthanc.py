@@ -4,6 +4,11 @@ Shared by the pull tests and the daily DAG test. Orthanc answers 403 to any GET 
 listed in ``blocked.txt`` in its folder (its own Lua HTTP filter), so a failed retrieval is a real one; a
 GET for a UID listed in ``crash.txt`` makes the server exit on the spot, as a PACS lost mid-pull; one for a
 UID in ``slow.txt`` is held for 3 seconds before it is answered, as an overloaded PACS would.
+
+Logins: ``users`` turns on Orthanc's own HTTP basic authentication (``AuthenticationEnabled``,
+``RegisteredUsers``). Orthanc has no bearer tokens of its own, so ``tokens`` makes the same Lua filter refuse
+(403) any request whose ``Authorization`` header is not ``Bearer <one of them>``, read from ``tokens.txt``,
+as an API gateway in front of a PACS would; the DICOMweb plugin behind it is Orthanc's own either way.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import shutil
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import date
 from pathlib import Path
@@ -24,6 +29,8 @@ import pytest
 import requests
 from pydicom.uid import generate_uid
 
+from pipeline.credentials import BearerAuth
+
 ORTHANC = shutil.which("Orthanc")
 PLUGIN = Path("/usr/share/orthanc/plugins/libOrthancDicomWeb.so")
 needs_orthanc = pytest.mark.skipif(
@@ -31,6 +38,16 @@ needs_orthanc = pytest.mark.skipif(
 )
 FILTER = """
 function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
+  local t = io.open('{tokens}', 'r')
+  if t ~= nil then
+    local tokens = t:read('*a')
+    t:close()
+    local given, known = httpHeaders['authorization'], false
+    for token in string.gmatch(tokens, '%S+') do
+      if given == 'Bearer ' .. token then known = true end
+    end
+    if not known then return false end
+  end
   local c = io.open('{crash}', 'r')
   if c ~= nil then
     local crash = c:read('*a')
@@ -85,14 +102,17 @@ def dated_copy(folder: Path, day: date, patient: tuple[str, str], seed: str) -> 
     return out
 
 
-def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
-    """Start Orthanc on free 127.0.0.1 ports; its own storage, no authentication, remote access refused."""
+def _start(tmp: Path, users: Mapping[str, str], tokens: Sequence[str]) -> tuple[subprocess.Popen, str]:
+    """Start Orthanc on free 127.0.0.1 ports; its own storage, remote access refused, a login only when asked."""
     if not PLUGIN.exists():
         pytest.fail(f"Orthanc is installed but its DICOMweb plugin is not ({PLUGIN}): apt-get install orthanc-dicomweb")
     lua = FILTER
-    for name in ("blocked", "crash", "slow"):
+    for name in ("blocked", "crash", "slow", "tokens"):
         lua = lua.replace(f"{{{name}}}", str(tmp / f"{name}.txt"))
     (tmp / "filter.lua").write_text(lua)
+    if tokens:
+        (tmp / "tokens.txt").write_text("\n".join(tokens) + "\n")
+    auth = login(users, tokens)
     for _attempt in range(3):  # a free port can be taken between the check and Orthanc's bind
         http, dicom = free_port(), free_port()
         config = {
@@ -102,7 +122,8 @@ def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
             "HttpPort": http,
             "DicomPort": dicom,
             "RemoteAccessAllowed": False,
-            "AuthenticationEnabled": False,
+            "AuthenticationEnabled": bool(users),
+            "RegisteredUsers": dict(users),
             "Plugins": [str(PLUGIN)],
             "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
             "LuaScripts": [str(tmp / "filter.lua")],
@@ -114,7 +135,7 @@ def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
         deadline = time.monotonic() + 15
         while proc.poll() is None and time.monotonic() < deadline:
             try:
-                if requests.get(f"{root}/system", timeout=1).ok:
+                if requests.get(f"{root}/system", auth=auth, timeout=1).ok:
                     return proc, root
             except requests.ConnectionError:
                 time.sleep(0.1)
@@ -123,11 +144,19 @@ def _start(tmp: Path) -> tuple[subprocess.Popen, str]:
     pytest.fail(f"Orthanc did not start: {(tmp / 'orthanc.log').read_text()[-2000:]}")
 
 
+def login(users: Mapping[str, str], tokens: Sequence[str]) -> requests.auth.AuthBase | None:
+    """What the test's own requests send to an Orthanc started with these ``users`` or ``tokens``."""
+    if users:
+        return requests.auth.HTTPBasicAuth(*next(iter(users.items())))
+    return BearerAuth(tokens[0]) if tokens else None
+
+
 @contextmanager
-def orthanc(tmp: Path) -> Iterator[str]:
-    """A running Orthanc in ``tmp``; yields its REST root (DICOMweb is ``<root>/dicom-web``)."""
+def orthanc(tmp: Path, users: Mapping[str, str] | None = None, tokens: Sequence[str] = ()) -> Iterator[str]:
+    """A running Orthanc in ``tmp``; yields its REST root (DICOMweb is ``<root>/dicom-web``). With ``users``
+    (name -> password) it wants HTTP basic authentication; with ``tokens``, a bearer token (see above)."""
     tmp.mkdir(parents=True, exist_ok=True)
-    proc, root = _start(tmp)
+    proc, root = _start(tmp, users or {}, tokens)
     try:
         yield root
     finally:
@@ -139,7 +168,7 @@ def orthanc(tmp: Path) -> Iterator[str]:
             proc.wait()
 
 
-def store(root: str, payloads: list[bytes]) -> None:
+def store(root: str, payloads: list[bytes], auth: requests.auth.AuthBase | None = None) -> None:
     """Put DICOM instances into Orthanc (its REST ``/instances``), as a modality would send them."""
     for data in payloads:
-        requests.post(f"{root}/instances", data=data, timeout=30).raise_for_status()
+        requests.post(f"{root}/instances", data=data, auth=auth, timeout=30).raise_for_status()

@@ -54,13 +54,31 @@ def ingest(
             formats=["%Y-%m-%d"], metavar="YYYY-MM-DD", help="With --dicomweb: last StudyDate to pull (inclusive)."
         ),
     ] = None,
+    dicomweb_auth: Annotated[
+        str | None,
+        typer.Option(
+            metavar="none|basic|bearer",
+            help="With --dicomweb: the login the server wants. basic reads $MEDSSL_DICOMWEB_USER and "
+            "$MEDSSL_DICOMWEB_PASSWORD, bearer $MEDSSL_DICOMWEB_TOKEN (names set in ingest.dicomweb.auth), "
+            "unless --dicomweb-credentials is given.",
+        ),
+    ] = None,
+    dicomweb_credentials: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="FILE",
+            help="With --dicomweb-auth: read the login from FILE instead (mode 600; one line, user:password "
+            "or the token).",
+        ),
+    ] = None,
     no_tracking: NoTracking = False,
     config: ConfigOpt = None,
 ) -> None:
     """Convert DICOM series and 2D images to NIfTI plus manifest.parquet, rejecting what cannot be stacked.
 
     Re-running over the same sources converts only what is new or changed; a killed run resumes. With
-    --dicomweb, studies not fetched before are first retrieved from the PACS (a killed pull resumes too).
+    --dicomweb, studies not fetched before are first retrieved from the PACS (a killed pull resumes too);
+    a login is read from the environment or a mode-600 file, never from the command line or the config.
     """
     from pipeline.ingest import run_ingest, summary_table
 
@@ -75,6 +93,8 @@ def ingest(
         "ingest.dicomweb.url": dicomweb,
         "ingest.dicomweb.since": since.date() if since else None,
         "ingest.dicomweb.until": until.date() if until else None,
+        "ingest.dicomweb.auth.method": dicomweb_auth,
+        "ingest.dicomweb.auth.file": dicomweb_credentials,
         "dask.workers": workers,
         "dask.scheduler": scheduler,
         **tracking_off(no_tracking),

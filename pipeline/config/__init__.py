@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from pipeline.config.base import BudgetSpec, Device, Name, Strict, ViewConfig, Views
-from pipeline.config.ingest import DicomwebConfig, IngestConfig
+from pipeline.config.ingest import DicomwebAuthConfig, DicomwebConfig, IngestConfig
 from pipeline.config.pretrain import PretrainConfig
 from pipeline.config.review import ReaderConfig, ReviewConfig
 from pipeline.errors import ConfigError
@@ -23,6 +23,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "DaskConfig",
+    "DicomwebAuthConfig",
     "DicomwebConfig",
     "FinetuneConfig",
     "IngestConfig",

@@ -4,13 +4,25 @@ from __future__ import annotations
 
 from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, model_validator
 
 from pipeline.config.base import Strict
 
 Correction = Literal["reject", "raw", "resample"]
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class DicomwebAuthConfig(Strict):
+    """How to log in to the DICOMweb server. The config names where the secrets are (environment variables,
+    a file), never the secrets themselves: the resolved config is logged with every MLflow run."""
+
+    method: Literal["none", "basic", "bearer"] = "none"
+    user_env: EnvName = "MEDSSL_DICOMWEB_USER"
+    password_env: EnvName = "MEDSSL_DICOMWEB_PASSWORD"
+    token_env: EnvName = "MEDSSL_DICOMWEB_TOKEN"
+    file: Path | None = None
 
 
 class DicomwebConfig(Strict):
@@ -21,6 +33,9 @@ class DicomwebConfig(Strict):
     until: date | None = None
     staging: Path | None = None
     timeout: float = Field(default=60.0, gt=0)
+    auth: DicomwebAuthConfig = Field(default_factory=DicomwebAuthConfig)
+    lookback_days: int = Field(default=3, ge=0)
+    ledgers: list[Path] = Field(default_factory=list)
 
     @model_validator(mode="after")
     def _ordered(self) -> DicomwebConfig:

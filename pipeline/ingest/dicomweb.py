@@ -32,6 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from pipeline.config import DicomwebConfig
+from pipeline.credentials import http_auth, source
 from pipeline.errors import DicomwebError
 from pipeline.ingest.ledger import Ledger
 from pipeline.pseudonym import pseudonym
@@ -84,10 +85,12 @@ def _client(cfg: DicomwebConfig) -> DICOMwebClient:
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
     except ValueError as exc:
         raise DicomwebError(f"bad DICOMweb URL {url!r}: {exc}") from None
+    auth = http_auth(cfg.auth)  # a missing or open credential fails here, before the server is asked anything
     from dicomweb_client.api import DICOMwebClient  # only a pull needs it (0.4 s of imports)
+    from dicomweb_client.session_utils import create_session_from_auth
 
     try:
-        return DICOMwebClient(url, timeout=cfg.timeout)
+        return DICOMwebClient(url, session=create_session_from_auth(auth) if auth else None, timeout=cfg.timeout)
     except ValueError:
         raise DicomwebError(f"bad DICOMweb URL {url!r}") from None
 
@@ -123,6 +126,17 @@ def _in_range(study_date: Any, since: date | None, until: date | None) -> bool:
     return not (since and day < since.strftime("%Y%m%d")) and not (until and day > until.strftime("%Y%m%d"))
 
 
+def _hint(code: int, cfg: DicomwebConfig) -> str:
+    """What an HTTP error status to the search most likely means, naming where the credential came from."""
+    if code not in (401, 403):
+        return "is it the DICOMweb root (e.g. http://host:8042/dicom-web)?"
+    if cfg.auth.method == "none":
+        login = "it wants a login: set ingest.dicomweb.auth" if code == 401 else "it refuses this client"
+    else:
+        login = f"it refuses the {cfg.auth.method} credential in {source(cfg.auth)}"
+    return f"HTTP_{code}, {login}"
+
+
 def _search_page(client: DICOMwebClient, cfg: DicomwebConfig, offset: int) -> list[dict[str, Any]]:
     """One page of a QIDO-RS study search; every way it can fail becomes one ``DicomwebError`` line."""
     where = safe_url(str(cfg.url))
@@ -135,11 +149,7 @@ def _search_page(client: DICOMwebClient, cfg: DicomwebConfig, offset: int) -> li
         )
     except requests.HTTPError as exc:
         code = exc.response.status_code if exc.response is not None else 0
-        hint = {
-            401: "it wants credentials, and medssl sends none (allow this client, e.g. by address)",
-            403: "it refuses this client",
-        }.get(code, "is it the DICOMweb root (e.g. http://host:8042/dicom-web)?")
-        raise DicomwebError(f"{where} answered HTTP {code} to a QIDO-RS study search: {hint}") from None
+        raise DicomwebError(f"{where} answered HTTP {code} to a QIDO-RS study search: {_hint(code, cfg)}") from None
     except requests.Timeout:
         raise DicomwebError(f"DICOMweb server at {where} did not answer within {cfg.timeout:g} s") from None
     except requests.JSONDecodeError:
@@ -253,10 +263,16 @@ def _commit(tmp: Path, final: Path) -> None:
         tmp.rename(final)
 
 
+def _fetched(study: str, ledgers: list[Ledger]) -> int | None:
+    """The most instances of ``study`` any of ``ledgers`` records, or None when none holds it."""
+    counts = [int(entry.get("instances", 0)) for ledger in ledgers if (entry := ledger.get(study)) is not None]
+    return max(counts) if counts else None
+
+
 def _plan(
-    studies: list[tuple[str, int | None]], staging: Path, ledger: Ledger, key: bytes
+    studies: list[tuple[str, int | None]], staging: Path, ledger: Ledger, others: list[Ledger], key: bytes
 ) -> tuple[list[tuple[str, str, int | None]], int]:
-    """The studies still to fetch (uid, study key, count), and how many are already here.
+    """The studies still to fetch (uid, study key, count), and how many are already here or in ``others``.
 
     A complete study folder the ledger lacks (a kill between its rename and the next ledger write) is adopted
     when it holds as many instances as the server reports; otherwise it is fetched again.
@@ -265,12 +281,14 @@ def _plan(
     already = 0
     for uid, n in studies:
         study = pseudonym(key, "study|" + uid)
-        entry = ledger.get(study)
+        held = _fetched(study, [ledger, *others])
         final = staging / study
-        if entry is not None and (n is None or n <= int(entry.get("instances", 0))):
+        if held is not None and (n is None or n <= held):
             already += 1
-        elif entry is None and final.is_dir() and (held := _count(final)) > 0 and (n is None or held >= n):
-            ledger.add(study, held)
+        elif (
+            ledger.get(study) is None and final.is_dir() and (count := _count(final)) > 0 and (n is None or count >= n)
+        ):
+            ledger.add(study, count)
             already += 1
         else:
             todo.append((uid, study, n))
@@ -326,7 +344,8 @@ def _fetch_all(
 
 
 def pull_studies(cfg: DicomwebConfig, staging: Path, key: bytes, console: Console | None = None) -> PullResult:
-    """Retrieve the studies of ``cfg.url`` in [``cfg.since``, ``cfg.until``] not already in ``staging``.
+    """Retrieve the studies of ``cfg.url`` in [``cfg.since``, ``cfg.until``] not already in ``staging`` (or in
+    the staging folders of ``cfg.ledgers``, whose ledgers are read, never written).
 
     ``key`` is the pseudonym key (the ingest output's), so folder names are keyed hashes that ingest's users can
     recompute but no one else can reverse. A study that fails is reported with a reason and left out of the
@@ -344,13 +363,14 @@ def pull_studies(cfg: DicomwebConfig, staging: Path, key: bytes, console: Consol
     except OSError as exc:
         raise DicomwebError(f"cannot use staging folder {staging}: {exc.strerror}") from None
     ledger = Ledger(staging, key)
+    others = [Ledger(Path(folder), key) for folder in cfg.ledgers if Path(folder).resolve() != staging.resolve()]
     # The search fails fast: a wrong URL is likelier than a blip, and a scheduler retries the whole task anyway.
     # dicomweb-client otherwise retries any exception, a refused connection included, for about 30 s.
     client.set_http_retry_params(retry=False)
     studies = search(client, cfg)
     client.set_http_retry_params()  # retrieval rides out a busy or restarting server (503, 429, dropped links)
     result = PullResult(staging, found=len(studies))
-    todo, result.already = _plan(studies, staging, ledger, key)
+    todo, result.already = _plan(studies, staging, ledger, others, key)
     try:
         _fetch_all(client, todo, staging, key, ledger, result, console)
     finally:

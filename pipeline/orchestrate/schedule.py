@@ -2,10 +2,11 @@
 
 A scheduled run must redo the same work when it is re-run for the same interval, whatever arrived since, so
 nothing here reads "the latest" anything. The daily batch ingests the studies of its date (the incoming
-folder's dated subfolder, and the PACS queried for that StudyDate) into ``ROOT/daily/DATE`` and scores them
-there. The weekly batch brings the archive's ingest up to date, then freezes the manifest it trains on into
-``ROOT/weekly/DATE``: a re-run of that week trains on the same rows even after later studies arrived; with
-``review.feed`` it first exports the review database's labels there, kept as the week's labels likewise.
+folder's dated subfolder, and the PACS queried for that StudyDate and the ``lookback_days`` before it, for
+studies no other day's batch pulled) into ``ROOT/daily/DATE`` and scores them there. The weekly batch brings
+the archive's ingest up to date, then freezes the manifest it trains on into ``ROOT/weekly/DATE``: a re-run
+of that week trains on the same rows even after later studies arrived; with ``review.feed`` it first exports
+the review database's labels there, kept as the week's labels likewise.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 from pydantic import SecretStr
 from rich.console import Console
 
-from pipeline.config import Config, load_config
+from pipeline.config import Config, DicomwebConfig, load_config
 from pipeline.data.manifest import MANIFEST, freeze
 from pipeline.errors import ScheduleError
 from pipeline.ingest import run_ingest
@@ -26,6 +27,7 @@ from pipeline.orchestrate.workflow import STAGES, Steps
 from pipeline.pseudonym import resolve_key
 
 DAILY, WEEKLY = "daily", "weekly"
+STAGING = "staging"  # a daily partition's folder of pulled studies
 WEEKLY_STAGES = tuple(stage for stage in STAGES if stage != "ingest")  # ingest is the week's own task
 
 
@@ -45,13 +47,13 @@ def partition(config: Config, kind: str, day: dt.date) -> Path:
 
 
 def daily_config(config: Config, day: dt.date) -> Config:
-    """The config of ``day``'s batch: that day's incoming folder and PACS studies into the day's partition,
-    scored there (``scores.csv``) by the configured model."""
+    """The config of ``day``'s batch: that day's incoming folder and PACS studies (``daily_pull``) into the
+    day's partition, scored there (``scores.csv``) by the configured model."""
     part = partition(config, DAILY, day)
     incoming = config.schedule.incoming / day.isoformat() if config.schedule.incoming else None
     if incoming is None and not config.ingest.dicomweb.url:
         raise ScheduleError("the daily batch needs schedule.incoming (a folder per date) or ingest.dicomweb.url")
-    pacs = config.ingest.dicomweb.model_copy(update={"since": day, "until": day})
+    pacs = daily_pull(config, day)
     ingest = config.ingest.model_copy(
         update={
             "sources": [incoming] if incoming and incoming.is_dir() else [],
@@ -62,6 +64,28 @@ def daily_config(config: Config, day: dt.date) -> Config:
     )
     score = config.score.model_copy(update={"manifest": part / MANIFEST, "out": part / "scores.csv"})
     return config.model_copy(update={"ingest": ingest, "score": score})
+
+
+def daily_pull(config: Config, day: dt.date) -> DicomwebConfig:
+    """The PACS pull of ``day``'s batch: the StudyDates of that day and of ``lookback_days`` before it, into
+    the day's own staging folder, skipping what any day's batch that could have seen a study already holds.
+
+    A study stored late is found by the first batch whose look-back still covers its date, and only by that
+    one: a batch of day D asks for dates D-L..D, which the batches of days D-L..D+L may each have pulled, so
+    their ledgers are read too. So a re-run of any day fetches nothing another day's batch holds, and each
+    study lives (and is scored) in the partition of the batch that pulled it.
+    """
+    pacs = config.ingest.dicomweb
+    back = pacs.lookback_days
+    near = [partition(config, DAILY, day + dt.timedelta(days=d)) / STAGING for d in range(-back, back + 1) if d]
+    return pacs.model_copy(
+        update={
+            "since": day - dt.timedelta(days=back),
+            "until": day,
+            "staging": partition(config, DAILY, day) / STAGING,
+            "ledgers": near,
+        }
+    )
 
 
 def archive_key(config: Config, part: Path) -> SecretStr:

@@ -125,15 +125,16 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
     mlflow.set_tracking_uri(f"sqlite:///{where}/mlflow.db")
     champion = mlflow.MlflowClient().get_model_version_by_alias("medssl-detector", "champion")
 
-    # The day's studies: one dropped into the incoming folder, one put into the PACS (pulled by StudyDate).
+    # The day's studies: one dropped into the incoming folder, and the PACS's (pulled by StudyDate).
     shutil.copytree(SERIES, where / "incoming" / DAY / "study-1")
     daily = run_dag(airflow_env, "medssl_daily.py", DAY, config)
     assert daily == {"run": "success", "ingest": "success", "score": "success"}
     batch = where / "batches" / "daily" / DAY
     pulled = [p for p in (batch / "staging").iterdir() if not p.name.startswith(".")]
-    assert len(pulled) == 1  # the PACS study of DAY, not the one of the day before
+    # The PACS study of DAY, and the day before's: no batch of that day pulled it, and DAY looks back 3 days.
+    assert len(pulled) == 2
     scores = pd.read_csv(batch / "scores.csv", dtype={"version": str})
-    assert len(scores) == 2 and set(scores.version) == {str(champion.version)}
+    assert len(scores) == 3 and set(scores.version) == {str(champion.version)}
     assert set(scores.series_key) == set(
         pd.read_parquet(batch / "manifest.parquet").query("status == 'accepted'").series_key
     )
@@ -141,7 +142,7 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
 
     again = run_dag(airflow_env, "medssl_daily.py", DAY, config)  # a re-run of the interval adds nothing
     assert again["run"] == "success"
-    assert len(pd.read_csv(batch / "scores.csv")) == 2
+    assert len(pd.read_csv(batch / "scores.csv")) == 3
 
     # Another detector becomes @challenger (as a later week's, or an adapt, would make it); then the week
     # is run again: its stages are not redone, and its promote still gates its own detector.
