@@ -124,10 +124,19 @@ class SdlElements:
         return value if isinstance(value, list) and all(isinstance(v, SdlElements) for v in value) else []
 
     def private(self, group: int, element: int, creator: str) -> Any:
+        elem = self._private(group, element, creator)
+        return None if elem is None else self._element(elem)
+
+    def private_bytes(self, group: int, element: int, creator: str) -> bytes | None:
+        elem = self._private(group, element, creator)
+        return None if elem is None or elem.vr() == NONE else elem.toBytes()
+
+    def _private(self, group: int, element: int, creator: str) -> dicomsdl.DataElement | None:
         for block in range(0x10, 0x100):
             reservation = self._ds.getDataElement((group << 16) | block)
-            if reservation.vr() != NONE and str(reservation.value()).strip() == creator:
-                return self._element(self._ds.getDataElement((group << 16) | (block << 8) | (element & 0xFF)))
+            # A creator is LO; implicit VR files give it as UN bytes, read the same way.
+            if reservation.vr() != NONE and _text(reservation.toBytes(), self._encodings) == creator:
+                return self._ds.getDataElement((group << 16) | (block << 8) | (element & 0xFF))
         return None
 
     def _element(self, elem: dicomsdl.DataElement, default: Any = None) -> Any:

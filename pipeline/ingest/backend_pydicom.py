@@ -90,6 +90,10 @@ class PydicomElements:
         except (KeyError, ValueError):
             return None
 
+    def private_bytes(self, group: int, element: int, creator: str) -> bytes | None:
+        value = self.private(group, element, creator)
+        return value if isinstance(value, bytes) else None
+
 
 def _needs_full_header(ds: Dataset) -> bool:
     """Mosaics (CSA header), Philips (private scale) and enhanced objects need elements beyond HEADER_TAGS."""

@@ -45,6 +45,10 @@ class Elements(Protocol):
         """The value of private element ``(group, xx<element>)`` in the block reserved by ``creator``, or None."""
         ...
 
+    def private_bytes(self, group: int, element: int, creator: str) -> bytes | None:
+        """A private element's raw bytes (a binary payload such as Siemens' CSA header, whatever its VR)."""
+        ...
+
 
 @dataclass(slots=True)
 class ParsedHeader:

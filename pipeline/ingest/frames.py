@@ -162,7 +162,7 @@ def classic_frames(v: Elements, n_frames: int, planar: bool) -> list[Frame]:
 def mosaic_frames(ds: Elements) -> tuple[int, list[Frame]] | None:
     """Siemens mosaic: one stored image tiles n slices; positions come from the CSA header."""
     try:
-        csa = csareader.read(ds.private(0x0029, 0x10, "SIEMENS CSA HEADER"))
+        csa = csareader.read(ds.private_bytes(0x0029, 0x10, "SIEMENS CSA HEADER"))
         n = csareader.get_n_mosaic(csa)
         normal = csareader.get_slice_normal(csa)
     except Exception:

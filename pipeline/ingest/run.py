@@ -32,14 +32,15 @@ from pipeline.data.labels import LabelRow, read_labels
 from pipeline.data.manifest import MANIFEST, write_manifest
 from pipeline.data.reasons import Reason
 from pipeline.errors import IngestError
-from pipeline.ingest.backends import REFERENCE, resolve
+from pipeline.ingest.backends import resolve
 from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
 from pipeline.ingest.dicomweb import PullResult, pull_studies
 from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
-from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
+from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader
 from pipeline.ingest.journal import JOURNAL_DIR, Journal
 from pipeline.ingest.manifest_rows import file_rejection_row, image_row, input_digest, stack_row
+from pipeline.ingest.scan import scan, walk
 from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key, scrub
 
 log = logging.getLogger(__name__)
@@ -61,64 +62,6 @@ class IngestResult:
     @property
     def files_per_second(self) -> float:
         return self.n_files / self.seconds if self.seconds > 0 else 0.0
-
-
-def walk(sources: Iterable[Path], exclude: Path, skip_files: Iterable[Path] = ()) -> list[str]:
-    """Every file under the sources, sorted, skipping hidden entries, the output folder and ``skip_files``."""
-    exclude = exclude.resolve()
-    skip = {str(Path(p).resolve()) for p in skip_files}
-    found: list[str] = []
-    for src in sources:
-        src = Path(src)
-        if not src.is_dir():
-            found.append(str(src))
-            continue
-        for root, dirs, files in os.walk(src):
-            root_path = Path(root)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != exclude)
-            found.extend(
-                str(root_path / f)
-                for f in sorted(files)
-                if not f.startswith(".") and not (skip and str((root_path / f).resolve()) in skip)
-            )
-    return found
-
-
-def scan_files(paths: list[str], secret: bytes, image_extensions: tuple[str, ...], backend: str) -> list[FileRecord]:
-    """Dask task: header-only read of a batch of files."""
-    return [read_header(p, secret, image_extensions, backend) for p in paths]
-
-
-def _crashed(path: str) -> FileRejection:
-    st = os.stat(path)
-    detail = "reading its header crashed the worker process, with pydicom too"
-    return FileRejection(path, st.st_size, st.st_mtime_ns, Reason.CORRUPT_FILE, detail, path)
-
-
-def _scan(client: Any, chunks: list[list[str]], secret: bytes, exts: tuple[str, ...], backend: str) -> Iterator[Any]:
-    """Header reads, one task per chunk, as they finish. A native crash must not take the batch down:
-    a chunk whose worker died (Dask gives up on it with KilledWorker) is read again with pydicom; if pydicom
-    dies on it too, each file is retried alone, and a file that still kills its worker is rejected by name."""
-    futures = client.map(scan_files, chunks, secret=secret, image_extensions=exts, backend=backend, pure=False)
-    tasks = {fut.key: (chunk, backend) for fut, chunk in zip(futures, chunks, strict=True)}
-    pending = as_completed(futures)
-    for fut in pending:
-        chunk, used = tasks.pop(fut.key)
-        try:
-            batch = fut.result()
-        except KilledWorker:
-            if used == REFERENCE and len(chunk) == 1:
-                batch = [_crashed(chunk[0])]
-            else:
-                log.warning("a worker died reading %d file(s) with %s: reading them with pydicom", len(chunk), used)
-                for part in [chunk] if used != REFERENCE else [[p] for p in chunk]:
-                    retry = client.submit(scan_files, part, secret, exts, REFERENCE, pure=False)
-                    tasks[retry.key] = (part, REFERENCE)
-                    pending.add(retry)
-                fut.release()
-                continue
-        fut.release()
-        yield batch
 
 
 def _settings(cfg: IngestConfig) -> str:
@@ -331,7 +274,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         chunks = [files[i : i + cfg.files_per_task] for i in range(0, len(files), cfg.files_per_task)]
         scan_task = progress.add_task(f"scan {len(files)} files", total=len(chunks))
         records: list[FileRecord] = []
-        for batch in _scan(client, chunks, secret, exts, backend):
+        for batch in scan(client, chunks, secret, exts, backend):
             records.extend(batch)
             progress.advance(scan_task)
 
