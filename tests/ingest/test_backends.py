@@ -111,3 +111,15 @@ def test_a_backend_asked_for_but_not_installed_is_one_clear_error(monkeypatch):
     assert backends.resolve("auto") == "pydicom"
     with pytest.raises(IngestError, match="pip install dicomsdl"):
         backends.resolve("dicomsdl")
+
+
+@pytest.mark.parametrize("backend", ["pydicom", "auto"])
+def test_ingest_gives_the_same_manifest_whichever_backend_reads_the_headers(ingest, tmp_path, backend):
+    """make test without dicomsdl runs as ``pydicom`` does here; both must give the reference manifest."""
+    sources = [SAMPLE / "dicom2nifti_testdata", SAMPLE / "dcm_qa_enh", SAMPLE / "dcm_qa_ts"]
+    _, manifest = ingest(*sources, out=tmp_path / backend, header_backend=backend)
+    _, reference = ingest(*sources, out=tmp_path / "reference", header_backend="pydicom")
+    columns = ["series_key", "status", "reason", "shape", "spacing", "voxel_sha256", "patient", "study"]
+    assert len(manifest) == len(reference) and (manifest.status == "accepted").sum() >= 5
+    mine, theirs = (m.sort_values("series_key")[columns].astype(str).values.tolist() for m in (manifest, reference))
+    assert mine == theirs
