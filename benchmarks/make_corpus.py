@@ -33,6 +33,11 @@ SERIES = [
 
 # Without the EPI and mosaic series: 256x256 slices only, many small series.
 ANATOMICAL = [s for s in SERIES if s.startswith("dicom2nifti_testdata/")]
+# An archive-sized corpus where start-up no longer counts (issue 22): GE EPI classic slices and the tilted GE
+# head CT (178 files a copy; 113 copies = 20,114 files). medssl stacks the CT with --tilt raw
+# --nonuniform-spacing raw, as dcm2niix writes it without its _Tilt/_Eq variants.
+ARCHIVE = ["dcm_qa_nih/In/20180918GE/mr_0004", "dcm_qa_ct/In/GE"]
+CORPORA = {"mixed": SERIES, "anatomical": ANATOMICAL, "archive": ARCHIVE}
 
 
 def build(out: Path, copies: int, shared: Path = SHARED, series: list[str] = SERIES) -> int:
@@ -62,6 +67,6 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("out", type=Path)
     ap.add_argument("--copies", type=int, default=8)
-    ap.add_argument("--anatomical", action="store_true", help="only the 256x256 series (no EPI, no mosaics)")
+    ap.add_argument("--corpus", choices=sorted(CORPORA), default="mixed", help="which real series to copy")
     args = ap.parse_args()
-    print(f"{build(args.out, args.copies, series=ANATOMICAL if args.anatomical else SERIES)} files in {args.out}")
+    print(f"{build(args.out, args.copies, series=CORPORA[args.corpus])} files in {args.out}")

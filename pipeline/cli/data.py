@@ -32,6 +32,13 @@ def ingest(
         bool | None, typer.Option("--compress/--no-compress", help="Write .nii.gz (default) or .nii.")
     ] = None,
     site: Annotated[str | None, typer.Option(help="Site name recorded in the manifest.")] = None,
+    header_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="Header parser: auto (dicomsdl when installed), dicomsdl (fast, C++) or pydicom (the reference); "
+            "files the fast one fails on are read again with pydicom."
+        ),
+    ] = None,
     dicomweb: Annotated[
         str | None,
         typer.Option(
@@ -90,6 +97,7 @@ def ingest(
         "ingest.nonuniform_spacing": nonuniform_spacing,
         "ingest.compress": compress,
         "ingest.site": site,
+        "ingest.header_backend": header_backend,
         "ingest.dicomweb.url": dicomweb,
         "ingest.dicomweb.since": since.date() if since else None,
         "ingest.dicomweb.until": until.date() if until else None,

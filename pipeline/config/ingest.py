@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr, model_validator
 from pipeline.config.base import Strict
 
 Correction = Literal["reject", "raw", "resample"]
+HeaderBackendName = Literal["auto", "dicomsdl", "pydicom"]
 EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
 
 
@@ -58,6 +59,7 @@ class IngestConfig(Strict):
     orientation_tolerance: float = Field(default=1e-3, gt=0)
     tilt_tolerance_deg: float = Field(default=0.1, gt=0)
     files_per_task: int = Field(default=128, ge=1)
+    header_backend: HeaderBackendName = "auto"  # auto: dicomsdl when importable, else pydicom
     image_extensions: list[str] = Field(default_factory=lambda: [".png", ".jpg", ".jpeg"])
     dicomweb: DicomwebConfig = Field(default_factory=DicomwebConfig)
 

@@ -1,26 +1,28 @@
 """The planes of one DICOM object: where each 2D frame lies and how its values scale.
 
 Classic slices, enhanced multi-frame objects (per-frame functional groups) and Siemens mosaics (CSA
-header) all come out as a list of :class:`Frame`, so grouping and stacking treat them the same way. Values
-are read defensively: a missing or malformed element gives a default or None, never an exception.
+header) all come out as a list of :class:`Frame`, so grouping and stacking treat them the same way. The
+elements come through ``backends.Elements``, so every header backend fills the same frames. Values are read
+defensively: a missing or malformed element gives a default or None, never an exception.
 """
 
 from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 with warnings.catch_warnings():  # nibabel warns about its DICOM *readers*; only the CSA parser is used here
     warnings.simplefilter("ignore", UserWarning)
     from nibabel.nicom import csareader
-from pydicom.dataset import Dataset
 
 from pipeline.data.reasons import Reason, Rejected
+
+if TYPE_CHECKING:
+    from pipeline.ingest.backends import Elements
 
 
 def image_type_values(value: object) -> tuple[str, ...]:
@@ -66,23 +68,17 @@ def vector(value: object, n: int) -> tuple[float, ...] | None:
     return out if len(out) == n and all(math.isfinite(v) for v in out) else None
 
 
-def first_item(ds: Dataset | None, keyword: str) -> Dataset | None:
-    if ds is None:
-        return None
-    seq = ds.get(keyword)
-    return seq[0] if seq else None
+def first_item(ds: Elements | None, keyword: str) -> Elements | None:
+    items = ds.sequence(keyword) if ds is not None else []
+    return items[0] if items else None
 
 
-def private_value(ds: Dataset | None, group: int, element: int, creator: str) -> object:
-    if ds is None:
-        return None
-    try:
-        return ds.get_private_item(group, element, creator).value
-    except (KeyError, ValueError):
-        return None
+def item_value(ds: Elements | None, keyword: str) -> object:
+    """An element of an item that may be absent (a functional group missing from both places)."""
+    return ds.get(keyword) if ds is not None else None
 
 
-def precise_rescale(ds: Dataset | None, slope: float, intercept: float, manufacturer: str) -> tuple[float, float]:
+def precise_rescale(ds: Elements | None, slope: float, intercept: float, manufacturer: str) -> tuple[float, float]:
     """Rescale to apply; for Philips MR, the 'precise' floating-point values, as dcm2niix writes by default.
 
     Philips stores a private scale slope (2005,100E) beside the display rescale: precise value =
@@ -90,7 +86,7 @@ def precise_rescale(ds: Dataset | None, slope: float, intercept: float, manufact
     """
     if not manufacturer.upper().startswith("PHILIPS"):
         return slope, intercept
-    scale = number(private_value(ds, 0x2005, 0x0E, "Philips MR Imaging DD 001"), 0.0)
+    scale = number(ds.private(0x2005, 0x0E, "Philips MR Imaging DD 001") if ds is not None else None, 0.0)
     if scale == 0.0:
         return slope, intercept
     # In float32, in dcm2niix's order of operations, so the header scaling comes out bit-identical.
@@ -102,7 +98,7 @@ def precise_rescale(ds: Dataset | None, slope: float, intercept: float, manufact
     return float(p1 - p0), float(p0)
 
 
-def pixel_spacing(ds: Mapping[str, Any] | Dataset | None) -> tuple[float, float] | None:
+def pixel_spacing(ds: Elements | None) -> tuple[float, float] | None:
     if ds is None:
         return None
     for keyword in ("PixelSpacing", "ImagerPixelSpacing", "NominalScannedPixelSpacing"):
@@ -111,7 +107,7 @@ def pixel_spacing(ds: Mapping[str, Any] | Dataset | None) -> tuple[float, float]
     return None
 
 
-def temporal_key(ds: Mapping[str, Any] | Dataset, frame: int) -> tuple[float, ...]:
+def temporal_key(ds: Elements, frame: int) -> tuple[float, ...]:
     """Ordering key among frames that share one position (the volumes of a 4D series)."""
     return (
         number(ds.get("TemporalPositionIdentifier")),
@@ -121,23 +117,23 @@ def temporal_key(ds: Mapping[str, Any] | Dataset, frame: int) -> tuple[float, ..
     )
 
 
-def image_rescale(v: Mapping[str, Any] | Dataset, ds: Dataset) -> tuple[float, float]:
-    """The image-level rescale (1, 0 when absent), Philips precise where it applies (``ds`` for its private tag)."""
+def image_rescale(v: Elements) -> tuple[float, float]:
+    """The image-level rescale (1, 0 when absent), Philips precise where it applies."""
     slope = number(v.get("RescaleSlope"), 1.0) or 1.0
-    return precise_rescale(ds, slope, number(v.get("RescaleIntercept"), 0.0), str(v.get("Manufacturer", "")))
+    return precise_rescale(v, slope, number(v.get("RescaleIntercept"), 0.0), str(v.get("Manufacturer", "")))
 
 
-def slice_step(v: Mapping[str, Any] | Dataset) -> float:
+def slice_step(v: Elements) -> float:
     """Distance between frames stacked by a header rule rather than by per-frame positions."""
     return number(v.get("SpacingBetweenSlices")) or number(v.get("SliceThickness")) or 1.0
 
 
-def classic_frames(v: Mapping[str, Any], ds: Dataset, n_frames: int, planar: bool) -> list[Frame]:
-    """Frames of a classic image from its element values ``v`` (``ds`` only for private elements)."""
+def classic_frames(v: Elements, n_frames: int, planar: bool) -> list[Frame]:
+    """Frames of a classic image (single frame, or legacy multi-frame without functional groups)."""
     ipp = vector(v.get("ImagePositionPatient"), 3)
     iop = vector(v.get("ImageOrientationPatient"), 6)
     spacing = pixel_spacing(v) or (1.0, 1.0)
-    slope, intercept = image_rescale(v, ds)
+    slope, intercept = image_rescale(v)
     if planar or ipp is None or iop is None:
         # No patient geometry: a planar image (or cine) laid out on a default axial grid.
         return [
@@ -163,10 +159,10 @@ def classic_frames(v: Mapping[str, Any], ds: Dataset, n_frames: int, planar: boo
     ]
 
 
-def mosaic_frames(ds: Dataset) -> tuple[int, list[Frame]] | None:
+def mosaic_frames(ds: Elements) -> tuple[int, list[Frame]] | None:
     """Siemens mosaic: one stored image tiles n slices; positions come from the CSA header."""
     try:
-        csa = csareader.get_csa_header(ds, "image")
+        csa = csareader.read(ds.private_bytes(0x0029, 0x10, "SIEMENS CSA HEADER"))
         n = csareader.get_n_mosaic(csa)
         normal = csareader.get_slice_normal(csa)
     except Exception:
@@ -185,7 +181,7 @@ def mosaic_frames(ds: Dataset) -> tuple[int, list[Frame]] | None:
     if normal is None:
         normal = np.cross(row_dir, col_dir)
     step = slice_step(ds)
-    slope, intercept = image_rescale(ds, ds)
+    slope, intercept = image_rescale(ds)
     frames = [
         Frame(
             k,
@@ -201,39 +197,39 @@ def mosaic_frames(ds: Dataset) -> tuple[int, list[Frame]] | None:
     return grid, frames
 
 
-def enhanced_frames(ds: Dataset) -> list[Frame]:
+def enhanced_frames(ds: Elements) -> list[Frame]:
     """Enhanced multi-frame: geometry and scaling per frame from the functional groups (per-frame, then shared)."""
     shared = first_item(ds, "SharedFunctionalGroupsSequence")
     manufacturer = str(ds.get("Manufacturer", ""))
     top_slope = number(ds.get("RescaleSlope"), 1.0) or 1.0
     top_intercept = number(ds.get("RescaleIntercept"), 0.0)
     frames = []
-    for f, item in enumerate(ds.PerFrameFunctionalGroupsSequence):
+    for f, item in enumerate(ds.sequence("PerFrameFunctionalGroupsSequence")):
 
-        def group(keyword: str, item: Dataset = item) -> Dataset | None:
+        def group(keyword: str, item: Elements = item) -> Elements | None:
             return first_item(item, keyword) or first_item(shared, keyword)
 
-        ipp = vector(getattr(group("PlanePositionSequence"), "ImagePositionPatient", None), 3)
-        iop = vector(getattr(group("PlaneOrientationSequence"), "ImageOrientationPatient", None), 6)
+        ipp = vector(item_value(group("PlanePositionSequence"), "ImagePositionPatient"), 3)
+        iop = vector(item_value(group("PlaneOrientationSequence"), "ImageOrientationPatient"), 6)
         if ipp is None or iop is None:
             raise Rejected(Reason.MISSING_GEOMETRY, f"frame {f + 1} has no plane position/orientation")
         spacing = pixel_spacing(group("PixelMeasuresSequence")) or pixel_spacing(ds) or (1.0, 1.0)
         pvt = group("PixelValueTransformationSequence")
-        philips = private_value(item, 0x2005, 0x0F, "Philips MR Imaging DD 005")
+        philips = item.private(0x2005, 0x0F, "Philips MR Imaging DD 005")
         slope, intercept = precise_rescale(
             philips[0] if philips else None,
-            number(getattr(pvt, "RescaleSlope", None), top_slope) or 1.0,
-            number(getattr(pvt, "RescaleIntercept", None), top_intercept),
+            number(item_value(pvt, "RescaleSlope"), top_slope) or 1.0,
+            number(item_value(pvt, "RescaleIntercept"), top_intercept),
             manufacturer,
         )
         content = group("FrameContentSequence")
         frame_type_item = (
             group("MRImageFrameTypeSequence") or group("CTImageFrameTypeSequence") or group("FrameTypeSequence")
         )
-        frame_type = image_type_values(getattr(frame_type_item, "FrameType", None))
-        echo = number(getattr(group("MREchoSequence"), "EffectiveEchoTime", None), 0.0)
+        frame_type = image_type_values(item_value(frame_type_item, "FrameType"))
+        echo = number(item_value(group("MREchoSequence"), "EffectiveEchoTime"), 0.0)
         temporal = (
-            number(getattr(content, "TemporalPositionIndex", None)),
+            number(item_value(content, "TemporalPositionIndex")),
             number(ds.get("AcquisitionNumber")),
             number(ds.get("InstanceNumber")),
             float(f),

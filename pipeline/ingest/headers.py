@@ -10,19 +10,15 @@ from __future__ import annotations
 
 import os
 import struct
-import warnings
 from dataclasses import dataclass, field
+from typing import IO
 
-import pydicom
-
-with warnings.catch_warnings():  # nibabel warns about its DICOM *readers*; only the CSA parser is used here
-    warnings.simplefilter("ignore", UserWarning)
-from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
 from pydicom.pixels.decoders.base import get_decoder
 from pydicom.uid import UID
 
 from pipeline.data.reasons import Reason, Rejected, describe
+from pipeline.ingest.backends import REFERENCE, ParsedHeader, get_backend
 from pipeline.ingest.filekinds import JPEG_MAGIC, NON_IMAGE_SOP_CLASSES, PNG_MAGIC, classify_non_dicom
 from pipeline.ingest.frames import (
     Frame,
@@ -112,18 +108,18 @@ DEFLATED = "1.2.840.10008.1.2.1.99"
 PIXEL_VRS = {b"OB", b"OW", b"OF", b"OD", b"OL", b"OV", b"UN"}
 
 
-def _check_pixel_element(fp, ds: Dataset, size: int, transfer_syntax: str) -> int:
+def _check_pixel_element(fp: IO[bytes], parsed: ParsedHeader, size: int) -> int:
     """Reject a file whose pixel data element is missing or runs past the end of the file (truncated).
 
     Returns the file offset where native integer pixel values start, so the conversion pass can read them
     without parsing the header a second time; -1 where pydicom must decode (encapsulated, deflated, float).
     """
-    if transfer_syntax == DEFLATED:  # pydicom inflated the stream into memory: no file offsets to check
+    if parsed.transfer_syntax == DEFLATED:  # pydicom inflated the stream into memory: no file offsets to check
         return -1
-    start = fp.tell()
+    start = parsed.pixel_position
+    fp.seek(start)
     head = fp.read(12)
-    little = ds.original_encoding[1] if ds.original_encoding[1] is not None else True
-    order = "<" if little else ">"
+    order = "<" if parsed.little_endian else ">"
     if len(head) < 8:  # the header promised an image (Rows, Columns) and the file ends before its pixels
         raise Rejected(Reason.CORRUPT_FILE, "truncated: the file ends before its pixel data")
     group, elem = struct.unpack(order + "HH", head[:4])
@@ -131,7 +127,7 @@ def _check_pixel_element(fp, ds: Dataset, size: int, transfer_syntax: str) -> in
         raise Rejected(Reason.NOT_AN_IMAGE, "no pixel data element")
     # Some writers put an implicit-VR element header on the pixel data of an explicit-VR file; pydicom
     # reads those, so look at the bytes rather than trust the transfer syntax.
-    implicit = ds.original_encoding[0] or head[4:6] not in PIXEL_VRS
+    implicit = parsed.implicit_vr or head[4:6] not in PIXEL_VRS
     if implicit:
         (length,) = struct.unpack(order + "I", head[4:8])
         value_start = start + 8
@@ -149,65 +145,24 @@ def _check_pixel_element(fp, ds: Dataset, size: int, transfer_syntax: str) -> in
     return value_start if elem == 0x0010 else -1  # float pixel data (7FE0,0008/0009): pydicom decodes it
 
 
-# What a classic header needs; parsing only these is several times faster than the whole header.
-HEADER_TAGS = [
-    "SpecificCharacterSet",
-    "ImageType",
-    "SOPClassUID",
-    "SOPInstanceUID",
-    "Modality",
-    "Manufacturer",
-    "InstitutionName",
-    "SeriesDescription",
-    "PatientName",
-    "PatientID",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "EchoNumbers",
-    "StudyInstanceUID",
-    "SeriesInstanceUID",
-    "SeriesNumber",
-    "AcquisitionNumber",
-    "InstanceNumber",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "TemporalPositionIdentifier",
-    "SamplesPerPixel",
-    "PhotometricInterpretation",
-    "NumberOfFrames",
-    "Rows",
-    "Columns",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "NominalScannedPixelSpacing",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "RescaleIntercept",
-    "RescaleSlope",
-    "PerFrameFunctionalGroupsSequence",
-    "DirectoryRecordSequence",
-]
+def read_header(
+    path: str,
+    key: bytes,
+    image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg"),
+    backend: str = REFERENCE,
+) -> FileRecord:
+    """Classify one file and read its header; never raises for bad input, returns a rejection instead.
 
-
-def _needs_full_header(ds: Dataset) -> bool:
-    """Mosaics (CSA header), Philips (private scale) and enhanced objects need elements beyond HEADER_TAGS."""
-    image_type = image_type_values(ds.get("ImageType"))
-    return (
-        "MOSAIC" in image_type
-        or str(ds.get("Manufacturer", "")).upper().startswith("PHILIPS")
-        or "PerFrameFunctionalGroupsSequence" in ds
-    )
-
-
-def read_header(path: str, key: bytes, image_extensions: tuple[str, ...] = (".png", ".jpg", ".jpeg")) -> FileRecord:
-    """Classify one file and read its header; never raises for bad input, returns a rejection instead."""
+    ``backend`` is a resolved name (``backends.resolve``). A file the fast backend fails on in any way,
+    rejections included, is read again with pydicom, whose verdict is final: the fast backend can make a
+    read faster, never change its outcome.
+    """
     try:
         st = os.stat(path)
     except OSError as exc:
         return FileRejection(path, 0, 0, Reason.UNREADABLE_FILE, exc.strerror or type(exc).__name__, path)
     try:
-        return _read_header(path, st.st_size, st.st_mtime_ns, key, image_extensions)
+        return _read_header(path, st.st_size, st.st_mtime_ns, key, image_extensions, backend)
     except Rejected as rej:
         shown = scrub(path, rej.identifiers, key) if rej.identifiers else path
         return FileRejection(path, st.st_size, st.st_mtime_ns, rej.reason, rej.detail, shown)
@@ -218,7 +173,9 @@ def read_header(path: str, key: bytes, image_extensions: tuple[str, ...] = (".pn
         return FileRejection(path, st.st_size, st.st_mtime_ns, Reason.CORRUPT_FILE, describe(exc, path), path)
 
 
-def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensions: tuple[str, ...]) -> FileRecord:
+def _read_header(
+    path: str, size: int, mtime_ns: int, key: bytes, image_extensions: tuple[str, ...], backend: str
+) -> FileRecord:
     if not os.path.isfile(path):
         raise Rejected(Reason.UNREADABLE_FILE, "not a regular file")
     if size == 0:
@@ -233,33 +190,43 @@ def _read_header(path: str, size: int, mtime_ns: int, key: bytes, image_extensio
         # Files without the Part 10 preamble (old ACR-NEMA style) start with a group 0x0002/0x0008 tag.
         if not is_part10 and head[:2] not in (b"\x02\x00", b"\x08\x00", b"\x00\x08", b"\x00\x02"):
             raise classify_non_dicom(path, head)
+        if backend != REFERENCE:
+            fast = get_backend(backend)  # outside the try: a backend that cannot load is a bug, not a fallback
+            try:
+                fp.seek(0)
+                return _dicom_record(fp, fast.parse(fp, path, is_part10), path, size, mtime_ns, key)
+            except Exception:  # pydicom, the reference, reads it again and decides
+                pass
         fp.seek(0)
         try:
-            ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10, specific_tags=HEADER_TAGS)
-            if _needs_full_header(ds):
-                fp.seek(0)
-                ds = pydicom.dcmread(fp, stop_before_pixels=True, force=not is_part10)
+            parsed = get_backend(REFERENCE).parse(fp, path, is_part10)
         except InvalidDicomError as exc:
             raise classify_non_dicom(path, head) from exc
         except (EOFError, struct.error, ValueError, OverflowError, KeyError) as exc:
             raise Rejected(Reason.CORRUPT_FILE, f"header unreadable: {type(exc).__name__}") from exc
-        identifiers = [str(ds.get(k, "") or "") for k in ("PatientName", "PatientID")]
-        try:
-            sop_class = str(ds.get("SOPClassUID", "") or getattr(ds.get("file_meta"), "MediaStorageSOPClassUID", ""))
-            if sop_class in NON_IMAGE_SOP_CLASSES or "DirectoryRecordSequence" in ds:
-                raise Rejected(Reason.NOT_AN_IMAGE, NON_IMAGE_SOP_CLASSES.get(sop_class, "DICOMDIR (media directory)"))
-            if "Rows" not in ds or "Columns" not in ds:
-                name = UID(sop_class).name if sop_class else ds.get("Modality", "unknown object")
-                raise Rejected(Reason.NOT_AN_IMAGE, f"no image ({name})")
-            pixel_offset = _check_pixel_element(fp, ds, size, _transfer_syntax(ds))
-            return _dicom_header(path, size, mtime_ns, ds, sop_class, key, pixel_offset, identifiers)
-        except Rejected as rej:
-            rej.identifiers = [i for i in identifiers if i]
-            raise
-        except Exception as exc:  # a malformed element deep in pydicom; rejected here so the path is scrubbed
-            rej = Rejected(Reason.CORRUPT_FILE, describe(exc, path))
-            rej.identifiers = [i for i in identifiers if i]
-            raise rej from exc
+        return _dicom_record(fp, parsed, path, size, mtime_ns, key)
+
+
+def _dicom_record(fp: IO[bytes], parsed: ParsedHeader, path: str, size: int, mtime_ns: int, key: bytes) -> DicomHeader:
+    """Decide what a parsed header is (an image, or a named rejection) and read it into a DicomHeader."""
+    el = parsed.elements
+    identifiers = [str(el.get(k, "") or "") for k in ("PatientName", "PatientID")]
+    try:
+        sop_class = str(el.get("SOPClassUID", "") or el.get("MediaStorageSOPClassUID", "") or "")
+        if sop_class in NON_IMAGE_SOP_CLASSES or "DirectoryRecordSequence" in el:
+            raise Rejected(Reason.NOT_AN_IMAGE, NON_IMAGE_SOP_CLASSES.get(sop_class, "DICOMDIR (media directory)"))
+        if "Rows" not in el or "Columns" not in el:
+            name = UID(sop_class).name if sop_class else el.get("Modality", "unknown object")
+            raise Rejected(Reason.NOT_AN_IMAGE, f"no image ({name})")
+        pixel_offset = _check_pixel_element(fp, parsed, size)
+        return _dicom_header(path, size, mtime_ns, parsed, sop_class, key, pixel_offset, identifiers)
+    except Rejected as rej:
+        rej.identifiers = [i for i in identifiers if i]
+        raise
+    except Exception as exc:  # a malformed element deep in a parser; rejected here so the path is scrubbed
+        rej = Rejected(Reason.CORRUPT_FILE, describe(exc, path))
+        rej.identifiers = [i for i in identifiers if i]
+        raise rej from exc
 
 
 def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
@@ -270,19 +237,6 @@ def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
             return ImageFileHeader(path, size, mtime_ns, im.format or "")
     except (UnidentifiedImageError, OSError) as exc:
         raise Rejected(Reason.CORRUPT_FILE, f"image header unreadable: {describe(exc, path)}") from exc
-
-
-def _transfer_syntax(ds: Dataset) -> str:
-    meta = ds.get("file_meta")
-    ts = getattr(meta, "TransferSyntaxUID", None) if meta is not None else None
-    if ts is None:
-        implicit, little = ds.original_encoding
-        ts = (
-            pydicom.uid.ImplicitVRLittleEndian
-            if implicit
-            else (pydicom.uid.ExplicitVRLittleEndian if little else pydicom.uid.ExplicitVRBigEndian)
-        )
-    return str(ts)
 
 
 def _check_decodable(ts: str) -> None:
@@ -300,16 +254,15 @@ def _dicom_header(
     path: str,
     size: int,
     mtime_ns: int,
-    ds: Dataset,
+    parsed: ParsedHeader,
     sop_class: str,
     key: bytes,
     pixel_offset: int,
     identifiers: list[str],
 ) -> DicomHeader:
-    ts = _transfer_syntax(ds)
+    ts = parsed.transfer_syntax
     _check_decodable(ts)
-    # Each element converted once into a plain dict: pydicom's attribute lookup costs more than the parse.
-    v = {elem.keyword: elem.value for elem in ds if elem.keyword}
+    v = parsed.elements
     image_type = image_type_values(v.get("ImageType"))
     modality = str(v.get("Modality", "") or "")
     has_geometry = "ImagePositionPatient" in v and "ImageOrientationPatient" in v
@@ -343,7 +296,7 @@ def _dicom_header(
         bits_stored=integer(v.get("BitsStored"), integer(v.get("BitsAllocated"), 16)),
         pixel_representation=integer(v.get("PixelRepresentation")),
         pixel_offset=pixel_offset,
-        little_endian=ds.original_encoding[1] is not False,
+        little_endian=parsed.little_endian,
         n_frames=n_frames,
         mosaic_grid=0,
         planar=planar,
@@ -351,13 +304,13 @@ def _dicom_header(
         slice_thickness=number(v.get("SliceThickness"), 0.0),
     )
     if "PerFrameFunctionalGroupsSequence" in v:
-        header.frames = enhanced_frames(ds)
+        header.frames = enhanced_frames(v)
     elif "MOSAIC" in image_type:
-        mosaic = mosaic_frames(ds)
+        mosaic = mosaic_frames(v)
         if mosaic is None:
             raise Rejected(Reason.MISSING_GEOMETRY, "mosaic without a readable Siemens CSA header")
         header.mosaic_grid, header.frames = mosaic
         header.rows, header.cols = rows // header.mosaic_grid, cols // header.mosaic_grid
     else:
-        header.frames = classic_frames(v, ds, n_frames, planar)
+        header.frames = classic_frames(v, n_frames, planar)
     return header

@@ -1,4 +1,9 @@
-"""NIfTI output: arrays in NIfTI index order, written atomically, with a digest of the voxels."""
+"""NIfTI output: arrays in NIfTI index order, written atomically, with a digest of the voxels.
+
+``.nii.gz`` is deflated by ISA-L (``isal.igzip``) rather than zlib: the same gzip format, which nibabel,
+dcm2niix and every gzip reader open, 4-6x faster to write at level 1 for files about 4% larger than zlib's
+level 1 (nibabel's default). Compression was the largest single cost of writing a volume.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+from isal import igzip
 
 from pipeline.atomic import atomic_path
 from pipeline.data.manifest import voxel_digest
 
 RGB24 = np.dtype([("R", "u1"), ("G", "u1"), ("B", "u1")])
+GZIP_LEVEL = 1  # ISA-L levels run 0-3; 1 compresses about as well as zlib's 1, several times faster
 
 
 def to_rgb24(arr: np.ndarray) -> np.ndarray:
@@ -49,5 +56,8 @@ def write_nifti(path: Path, data: np.ndarray, affine: np.ndarray, slope: float =
     if (slope, intercept) != (1.0, 0.0):
         img.header.set_slope_inter(slope, intercept)
     with atomic_path(path) as tmp:
-        nib.save(img, tmp)
+        if path.name.endswith(".gz"):  # mtime 0: equal volumes give byte-equal files
+            tmp.write_bytes(igzip.compress(img.to_bytes(), compresslevel=GZIP_LEVEL, mtime=0))
+        else:
+            nib.save(img, tmp)
     return voxel_digest(data)

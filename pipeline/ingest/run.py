@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from distributed import as_completed
+from distributed import KilledWorker, as_completed
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -30,14 +30,17 @@ from pipeline.cluster import dask_client
 from pipeline.config import Config, IngestConfig
 from pipeline.data.labels import LabelRow, read_labels
 from pipeline.data.manifest import MANIFEST, write_manifest
+from pipeline.data.reasons import Reason
 from pipeline.errors import IngestError
+from pipeline.ingest.backends import resolve
 from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
 from pipeline.ingest.dicomweb import PullResult, pull_studies
 from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
-from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader, read_header
+from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader
 from pipeline.ingest.journal import JOURNAL_DIR, Journal
-from pipeline.ingest.manifest_rows import file_rejection_row, input_digest, stack_row
+from pipeline.ingest.manifest_rows import file_rejection_row, image_row, input_digest, stack_row
+from pipeline.ingest.scan import scan, walk
 from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key, scrub
 
 log = logging.getLogger(__name__)
@@ -59,32 +62,6 @@ class IngestResult:
     @property
     def files_per_second(self) -> float:
         return self.n_files / self.seconds if self.seconds > 0 else 0.0
-
-
-def walk(sources: Iterable[Path], exclude: Path, skip_files: Iterable[Path] = ()) -> list[str]:
-    """Every file under the sources, sorted, skipping hidden entries, the output folder and ``skip_files``."""
-    exclude = exclude.resolve()
-    skip = {str(Path(p).resolve()) for p in skip_files}
-    found: list[str] = []
-    for src in sources:
-        src = Path(src)
-        if not src.is_dir():
-            found.append(str(src))
-            continue
-        for root, dirs, files in os.walk(src):
-            root_path = Path(root)
-            dirs[:] = sorted(d for d in dirs if not d.startswith(".") and (root_path / d).resolve() != exclude)
-            found.extend(
-                str(root_path / f)
-                for f in sorted(files)
-                if not f.startswith(".") and not (skip and str((root_path / f).resolve()) in skip)
-            )
-    return found
-
-
-def scan_files(paths: list[str], secret: bytes, image_extensions: tuple[str, ...]) -> list[FileRecord]:
-    """Dask task: header-only read of a batch of files."""
-    return [read_header(p, secret, image_extensions) for p in paths]
 
 
 def _settings(cfg: IngestConfig) -> str:
@@ -142,6 +119,11 @@ def _series_label(plan: StackPlan, labels: dict[str, LabelRow], secret: bytes) -
     return None
 
 
+def _crash_row(row: dict[str, Any]) -> dict[str, Any]:
+    detail = "decoding crashed the worker process (a native decoder)"
+    return {**row, "status": "rejected", "reason": str(Reason.DECODE_FAILED), "detail": detail}
+
+
 def _clean_partials(out_dir: Path) -> None:
     """Remove temp files a killed run may have left (atomic writes never leave anything else)."""
     for folder in (out_dir / "volumes", out_dir / JOURNAL_DIR):
@@ -149,9 +131,16 @@ def _clean_partials(out_dir: Path) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def _gather(futures: list[Any], progress: Progress, task: Any) -> Iterator[Any]:
+def _gather(futures: list[Any], progress: Progress, task: Any, crashed: dict[str, Any] | None = None) -> Iterator[Any]:
+    """Results as they finish. ``crashed`` maps a task's key to the rows it stands for when its worker died
+    (a native decoder crash): those rows are rejected by name and the batch goes on."""
     for fut in as_completed(futures):
-        result = fut.result()
+        try:
+            result = fut.result()
+        except KilledWorker:
+            if crashed is None:
+                raise
+            result = crashed[fut.key]
         progress.advance(task)
         fut.release()
         yield result
@@ -264,6 +253,7 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
     journal = Journal(out_dir)
     previous = journal.load()
     exts = tuple(e.lower() for e in cfg.image_extensions)
+    backend = resolve(cfg.header_backend)  # a backend asked for by name but not installed fails here
 
     with (
         tracking.stage_run(config, "ingest"),
@@ -283,24 +273,28 @@ def run_ingest(config: Config, console: Console | None = None) -> IngestResult:
         files = walk(sources, out_dir, skip_files=cfg.labels)  # label CSVs are inputs, not rejects
         chunks = [files[i : i + cfg.files_per_task] for i in range(0, len(files), cfg.files_per_task)]
         scan_task = progress.add_task(f"scan {len(files)} files", total=len(chunks))
-        futures = client.map(scan_files, chunks, secret=secret, image_extensions=exts, pure=False)
-        records: list[FileRecord] = [r for batch in _gather(futures, progress, scan_task) for r in batch]
+        records: list[FileRecord] = []
+        for batch in scan(client, chunks, secret, exts, backend):
+            records.extend(batch)
+            progress.advance(scan_task)
 
         work = _plan_work(records, cfg, secret, labels, previous, out_dir)
         rows = work.rows
         new_rows = [r for k, r in rows.items() if r is not previous.get(k)]
-        conv_futures = [
-            client.submit(convert_stack, plan, str(out_dir), cfg.compress, cfg.site, digest, pure=False)
-            for plan, digest in work.stacks
-        ]
-        conv_futures += [
-            client.submit(convert_images, work.images[i : i + IMAGES_PER_TASK], str(out_dir), cfg.compress, pure=False)
-            for i in range(0, len(work.images), IMAGES_PER_TASK)
-        ]
+        conv_futures, crashed = [], {}
+        for plan, digest in work.stacks:
+            fut = client.submit(convert_stack, plan, str(out_dir), cfg.compress, cfg.site, digest, pure=False)
+            conv_futures.append(fut)
+            crashed[fut.key] = [_crash_row(stack_row(plan, cfg.site, digest))]
+        for i in range(0, len(work.images), IMAGES_PER_TASK):
+            part = work.images[i : i + IMAGES_PER_TASK]
+            fut = client.submit(convert_images, part, str(out_dir), cfg.compress, pure=False)
+            conv_futures.append(fut)
+            crashed[fut.key] = [_crash_row(image_row(h, extra)) for h, extra in part]
         conv_task = progress.add_task(
             f"convert {len(work.stacks)} stacks, {len(work.images)} images", total=len(conv_futures)
         )
-        for done in itertools.chain([new_rows], _gather(conv_futures, progress, conv_task)):
+        for done in itertools.chain([new_rows], _gather(conv_futures, progress, conv_task, crashed)):
             for row in done:
                 row["_inputs"] = work.inputs.get(row["series_key"], [])
                 row.update(work.labels.get(row["series_key"], {}))
