@@ -125,7 +125,7 @@ def _send(client: DICOMwebClient, result: Result, paths: list[str], series_numbe
         answer = client.store_instances([sr])
     except requests.RequestException as exc:
         return failure_reason(exc)
-    return "STOW_REFUSED" if "FailedSOPSequence" in answer else None
+    return "STOW_REFUSED" if answer.get("FailedSOPSequence") else None  # present and empty on success
 
 
 def run_publish(config: Config, console: Console | None = None) -> PublishResult:
@@ -142,6 +142,7 @@ def run_publish(config: Config, console: Console | None = None) -> PublishResult
     out = PublishResult(scores, ledger.path, safe_url(url), already=len(results) - len(todo))
     sources = _sources(todo, manifest, config)
     quiet_http_logs()
+    logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name the datasets it copies by UID
     try:
         client = connect(config.ingest.dicomweb.model_copy(update={"url": url}))
     except DicomwebError as exc:
