@@ -1,9 +1,11 @@
-"""Daily hospital batch: ingest the day's new studies (incoming folder and PACS), score them with the champion.
+"""Daily hospital batch: ingest the day's new studies (incoming folder and PACS), score them with the champion,
+send the results back to the PACS as DICOM SRs.
 
 Each task calls one ``pipeline`` stage function on the config of its logical date (``pipeline.orchestrate.schedule``):
 the day's studies go to ``ROOT/daily/DATE``, and its results table is ``ROOT/daily/DATE/scores.csv``, so a
 re-run of a day redoes that day only (ingest converts nothing twice, score skips what that model version
-already scored). Heavy imports stay inside the tasks, so parsing this file is cheap for the scheduler.
+already scored, publish sends nothing twice). Heavy imports stay inside the tasks, so parsing this file is
+cheap for the scheduler.
 """
 
 from __future__ import annotations
@@ -46,7 +48,28 @@ def medssl_daily() -> None:
         day_config.score.manifest = Path(manifest)
         return str(run_score(day_config, Console()).out)
 
-    score(ingest())
+    @task
+    def publish(scores: str) -> int:
+        """The day's results into the PACS as SRs; fails when the PACS refused some, so the task's retries
+        send them (the next day's batch has a results table of its own)."""
+        from rich.console import Console
+
+        from pipeline.errors import PublishError
+        from pipeline.orchestrate.schedule import batch, daily_config
+        from pipeline.publish import run_publish
+
+        config, day = batch(get_current_context())
+        if not (config.publish.url or config.ingest.dicomweb.url):
+            raise AirflowSkipException("no PACS configured (publish.url or ingest.dicomweb.url): results stay in CSV")
+        day_config = daily_config(config, day)
+        day_config.publish.scores = Path(scores)
+        result = run_publish(day_config, Console())
+        if result.pending:
+            reasons = ", ".join(f"{reason}: {n}" for reason, n in sorted(result.failed.items()))
+            raise PublishError(f"{result.pending} result(s) not taken by the PACS ({reasons}); a retry sends them")
+        return result.published
+
+    publish(score(ingest()))
 
 
 daily = medssl_daily()

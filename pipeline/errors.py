@@ -80,6 +80,13 @@ class ScoreError(MedsslError):
     stage = "score"
 
 
+class PublishError(MedsslError):
+    """Results cannot be sent at all (no table, no PACS, no pseudonym key); a series that fails on its own
+    gets a reason and the others go on."""
+
+    stage = "publish"
+
+
 class SuggestError(MedsslError):
     stage = "suggest"
 

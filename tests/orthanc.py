@@ -3,7 +3,9 @@
 Shared by the pull tests and the daily DAG test. Orthanc answers 403 to any GET whose URL holds a UID
 listed in ``blocked.txt`` in its folder (its own Lua HTTP filter), so a failed retrieval is a real one; a
 GET for a UID listed in ``crash.txt`` makes the server exit on the spot, as a PACS lost mid-pull; one for a
-UID in ``slow.txt`` is held for 3 seconds before it is answered, as an overloaded PACS would.
+UID in ``slow.txt`` is held for 3 seconds before it is answered, as an overloaded PACS would. While
+``stow.txt`` holds a number N, the STOW-RS requests (POSTs under ``/dicom-web/``) after the first N since the
+file appeared are answered HTTP 500, as a PACS failing mid-publish (Orthanc turns a Lua error into a 500).
 
 Logins: ``users`` turns on Orthanc's own HTTP basic authentication (``AuthenticationEnabled``,
 ``RegisteredUsers``). Orthanc has no bearer tokens of its own, so ``tokens`` makes the same Lua filter refuse
@@ -47,6 +49,17 @@ function IncomingHttpRequestFilter(method, uri, ip, username, httpHeaders)
       if given == 'Bearer ' .. token then known = true end
     end
     if not known then return false end
+  end
+  local s = io.open('{stow}', 'r')
+  if s == nil then
+    stow_seen = 0
+  elseif method == 'POST' and string.find(uri, '/dicom-web/', 1, true) then
+    local limit = tonumber(s:read('*a'))
+    s:close()
+    stow_seen = (stow_seen or 0) + 1
+    if limit ~= nil and stow_seen > limit then error('medssl test: the PACS fails to store') end
+  else
+    s:close()
   end
   local c = io.open('{crash}', 'r')
   if c ~= nil then
@@ -107,7 +120,7 @@ def _start(tmp: Path, users: Mapping[str, str], tokens: Sequence[str]) -> tuple[
     if not PLUGIN.exists():
         pytest.fail(f"Orthanc is installed but its DICOMweb plugin is not ({PLUGIN}): apt-get install orthanc-dicomweb")
     lua = FILTER
-    for name in ("blocked", "crash", "slow", "tokens"):
+    for name in ("blocked", "crash", "slow", "tokens", "stow"):
         lua = lua.replace(f"{{{name}}}", str(tmp / f"{name}.txt"))
     (tmp / "filter.lua").write_text(lua)
     if tokens:

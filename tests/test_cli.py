@@ -18,7 +18,7 @@ def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run([MEDSSL, *args], capture_output=True, text=True, env=env, cwd=cwd)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["ingest", "--help"], ["pretrain", "--help"]])
+@pytest.mark.parametrize("args", [["--help"], ["ingest", "--help"], ["pretrain", "--help"], ["publish", "--help"]])
 def test_help(args):
     proc = run(*args)
     assert proc.returncode == 0
@@ -36,6 +36,12 @@ def test_help(args):
             "cannot reach the Dask scheduler",
         ),
         (["pretrain", "--manifest", "{tmp}/missing.parquet", "--no-tracking"], "manifest not found"),
+        (["publish", "--scores", "{tmp}/missing.csv", "--no-tracking"], "error (publish): results table not found"),
+        (["publish", "--scores", str(SAMPLE / "SOURCES.md"), "--no-tracking"], "error (publish): no PACS to publish"),
+        (
+            ["publish", "--scores", str(SAMPLE / "SOURCES.md"), "--dicomweb", "http://127.0.0.1:9/dicom-web"],
+            "SOURCES.md: not a readable results table",
+        ),
         (["pretrain", "--manifest", str(SAMPLE / "SOURCES.md"), "--no-tracking"], "not a readable manifest"),
         (["pretrain", "--manifest", "{tmp}/m.parquet", "--method", "byol"], "invalid config at 'pretrain.method'"),
     ],

@@ -10,9 +10,15 @@ import pytest
 from conftest import ROOT
 
 PIPELINE = ROOT / "pipeline"
-STAGES = ("ingest", "pretrain", "finetune", "curve", "evaluate", "promote", "score", "suggest", "adapt", "review")
+STAGES = (
+    *("ingest", "pretrain", "finetune", "curve", "evaluate", "promote", "score", "publish", "suggest", "adapt"),
+    "review",
+)
 # What a stage offers the others: its stage function, its result type, and the summary the CLI prints.
 PUBLIC = {
+    # Ingest also offers what publishing results back needs: its DICOMweb client and the way back to a row's files.
+    "ingest": {"run_ingest", "IngestResult", "summary_table", "NOT_DICOM", "SeriesRow", "series_sources"}
+    | {"connect", "failure_reason", "quiet_http_logs", "safe_url"},
     "pretrain": {"run_pretrain", "PretrainResult", "summary_table"},
     "finetune": {"run_finetune", "FinetuneResult", "summary_table"},
     "evaluate": {"run_evaluate", "EvaluateResult", "summary_table"},

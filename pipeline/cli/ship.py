@@ -1,4 +1,5 @@
-"""``medssl evaluate``, ``promote``, ``score`` and ``run``: judge, gate and serve the detector; the whole chain."""
+"""``medssl evaluate``, ``promote``, ``score``, ``publish`` and ``run``: judge, gate and serve the detector (and
+send its results back to the PACS); the whole chain."""
 
 from __future__ import annotations
 
@@ -115,6 +116,37 @@ def score(
         "score.threshold": threshold,
     }
     result = run_stage(run_score, config, overrides)
+    console.print(summary_table(result))
+
+
+@app.command()
+def publish(
+    scores: Annotated[
+        Path | None, typer.Option(help="Results table of medssl score (default: score.out, or beside the manifest).")
+    ] = None,
+    dicomweb: Annotated[
+        str | None,
+        typer.Option(help="DICOMweb root to store the SRs into (default: ingest.dicomweb.url, the PACS pulled from)."),
+    ] = None,
+    manifest: Annotated[
+        Path | None, typer.Option("--manifest", "-m", help="Ingest manifest of the scored series (default: beside it).")
+    ] = None,
+    no_tracking: NoTracking = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Send the results back to the PACS: one DICOM SR per scored series (TID 1500: normal/abnormal, score,
+    threshold, model and version; unverified), stored over STOW-RS. The original UIDs are read from the
+    ingested DICOM files; a ledger beside the table keeps a result from being sent twice, and one the PACS did
+    not take is listed with its reason and sent on the next run."""
+    from pipeline.publish import run_publish, summary_table
+
+    overrides = {
+        "publish.scores": scores,
+        "publish.url": dicomweb,
+        "publish.manifest": manifest,
+        **tracking_off(no_tracking),
+    }
+    result = run_stage(run_publish, config, overrides)
     console.print(summary_table(result))
 
 

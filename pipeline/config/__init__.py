@@ -28,6 +28,7 @@ __all__ = [
     "FinetuneConfig",
     "IngestConfig",
     "PretrainConfig",
+    "PublishConfig",
     "ReaderConfig",
     "ReviewConfig",
     "SemiConfig",
@@ -172,6 +173,15 @@ class ScoreConfig(Strict):
     device: Device = "auto"
 
 
+class PublishConfig(Strict):
+    """``medssl publish``: the results table's rows as DICOM SRs, stored into the PACS (pipeline/publish)."""
+
+    scores: Path | None = None
+    manifest: Path | None = None
+    url: str | None = None
+    series_number: int = Field(default=9901, ge=0)
+
+
 class ScheduleConfig(Strict):
     root: Path | None = None
     incoming: Path | None = None
@@ -190,6 +200,7 @@ class Config(Strict):
     shift: ShiftConfig = Field(default_factory=ShiftConfig)
     adapt: AdaptConfig = Field(default_factory=AdaptConfig)
     score: ScoreConfig = Field(default_factory=ScoreConfig)
+    publish: PublishConfig = Field(default_factory=PublishConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
 

@@ -74,7 +74,8 @@ def safe_url(url: str) -> str:
     return urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, "", ""))
 
 
-def _client(cfg: DicomwebConfig) -> DICOMwebClient:
+def connect(cfg: DicomwebConfig) -> DICOMwebClient:
+    """A client of ``cfg.url`` for a pull or a publish; a URL that cannot be one is a ``DicomwebError`` line."""
     url = str(cfg.url or "").rstrip("/")
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -86,13 +87,19 @@ def _client(cfg: DicomwebConfig) -> DICOMwebClient:
     except ValueError as exc:
         raise DicomwebError(f"bad DICOMweb URL {url!r}: {exc}") from None
     auth = http_auth(cfg.auth)  # a missing or open credential fails here, before the server is asked anything
-    from dicomweb_client.api import DICOMwebClient  # only a pull needs it (0.4 s of imports)
+    from dicomweb_client.api import DICOMwebClient  # only a pull or a publish needs it (0.4 s of imports)
     from dicomweb_client.session_utils import create_session_from_auth
 
     try:
         return DICOMwebClient(url, session=create_session_from_auth(auth) if auth else None, timeout=cfg.timeout)
     except ValueError:
         raise DicomwebError(f"bad DICOMweb URL {url!r}") from None
+
+
+def quiet_http_logs() -> None:
+    """Keep dicomweb-client's and urllib3's INFO/DEBUG lines out of the logs: they carry UIDs in URLs."""
+    for name in ("dicomweb_client", "urllib3.connectionpool"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def date_filter(since: date | None, until: date | None) -> dict[str, str]:
@@ -202,8 +209,9 @@ def _clean(staging: Path) -> None:
             _remove(entry)
 
 
-def _failure(exc: requests.RequestException) -> str:
-    """A reason code for a study the server did not deliver; never the exception's text, which holds its UID."""
+def failure_reason(exc: requests.RequestException) -> str:
+    """A reason code for a study the server did not deliver (or an SR it did not store); never the exception's
+    text, which holds its UID."""
     if isinstance(exc, requests.HTTPError):
         return f"HTTP_{exc.response.status_code}" if exc.response is not None else "HTTP_ERROR"
     if isinstance(exc, requests.Timeout):
@@ -242,7 +250,7 @@ def _fetch(
     except _Empty:
         reason = "EMPTY_STUDY"
     except requests.RequestException as exc:  # before OSError, which it subclasses
-        reason = _failure(exc)
+        reason = failure_reason(exc)
     except OSError as exc:  # the staging disk, not the server: every other study would fail the same way
         raise DicomwebError(f"cannot write to staging folder {staging}: {exc.strerror}") from None
     except Exception as exc:  # a payload pydicom cannot read or write must not stop the other studies
@@ -353,9 +361,8 @@ def pull_studies(cfg: DicomwebConfig, staging: Path, key: bytes, console: Consol
     """
     console = console or Console(stderr=True)
     start = time.perf_counter()
-    for name in ("dicomweb_client", "urllib3.connectionpool"):  # their INFO/DEBUG lines carry UIDs in URLs
-        logging.getLogger(name).setLevel(logging.WARNING)
-    client = _client(cfg)
+    quiet_http_logs()
+    client = connect(cfg)
     try:
         staging.mkdir(parents=True, exist_ok=True)
         staging.chmod(0o700)  # it holds DICOM as the PACS has it, PHI included; whoever made it, whatever umask
@@ -379,4 +386,15 @@ def pull_studies(cfg: DicomwebConfig, staging: Path, key: bytes, console: Consol
     return result
 
 
-__all__ = ["DicomwebError", "Ledger", "PullResult", "date_filter", "pull_studies", "safe_url", "search"]
+__all__ = [
+    "DicomwebError",
+    "Ledger",
+    "PullResult",
+    "connect",
+    "date_filter",
+    "failure_reason",
+    "pull_studies",
+    "quiet_http_logs",
+    "safe_url",
+    "search",
+]

@@ -35,12 +35,12 @@ from pipeline.errors import IngestError
 from pipeline.ingest.backends import resolve
 from pipeline.ingest.convert import convert_images, convert_stack, nifti_name
 from pipeline.ingest.dicomweb import PullResult, pull_studies
-from pipeline.ingest.geometry import Policy
 from pipeline.ingest.group import StackPlan, plan_stacks
 from pipeline.ingest.headers import DicomHeader, FileRecord, FileRejection, ImageFileHeader
 from pipeline.ingest.journal import JOURNAL_DIR, Journal
 from pipeline.ingest.manifest_rows import file_rejection_row, image_row, input_digest, stack_row
 from pipeline.ingest.scan import scan, walk
+from pipeline.ingest.sources import policy
 from pipeline.pseudonym import file_key, image_key, label_key, pseudonym, resolve_key, scrub
 
 log = logging.getLogger(__name__)
@@ -168,9 +168,7 @@ def _plan_work(
 ) -> _Work:
     """Sort scan results into rows known now (rejections, unchanged) and conversions still to run."""
     settings = _settings(cfg)
-    policy = Policy(
-        cfg.tilt, cfg.nonuniform_spacing, cfg.spacing_tolerance, cfg.orientation_tolerance, cfg.tilt_tolerance_deg
-    )
+    knobs = policy(cfg)
     work = _Work()
 
     def fresh(key: str, digest: str) -> bool:
@@ -192,7 +190,7 @@ def _plan_work(
         else:
             work.rows[key] = file_rejection_row(rej, key, digest)
     headers = [r for r in records if isinstance(r, DicomHeader)]
-    for plan in plan_stacks(headers, policy, secret, cfg.reject_localizers):
+    for plan in plan_stacks(headers, knobs, secret, cfg.reject_localizers):
         label = _series_label(plan, labels, secret)
         if label is not None:
             work.labels[plan.key] = label

@@ -2,7 +2,8 @@
 
 Each DAG runs in its own Python process (Airflow reads its settings and configures logging at import), on
 real chest X-rays and DICOM from data/sample, against a real MLflow store: the weekly DAG trains and
-promotes a champion, then the daily DAG ingests a day's studies and scores them with it.
+promotes a champion, then the daily DAG ingests a day's studies, scores them with it and publishes the results
+into the PACS as DICOM SRs.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pandas as pd
 import pytest
 import yaml
 from conftest import PNEUMONIA, ROOT, SAMPLE, TINY_ENCODER
+from dicomweb_client.api import DICOMwebClient
 from orthanc import dated_copy, needs_orthanc, orthanc, store
 
 pytestmark = [
@@ -74,14 +76,14 @@ print("DAGRUN", json.dumps({{"run": str(run.state), **states}}))
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory, dask_scheduler) -> Iterator[tuple[Path, Path]]:
-    """A hospital's config (YAML, as the DAGs read it), its incoming folder and its PACS (a real Orthanc
-    holding one study of DAY and one of the day before)."""
+def site(tmp_path_factory, dask_scheduler) -> Iterator[tuple[Path, Path, str]]:
+    """A hospital's config (YAML, as the DAGs read it), its folder and its PACS (a real Orthanc holding one
+    study of DAY and one of the day before; its DICOMweb root)."""
     where = tmp_path_factory.mktemp("site")
     with orthanc(where / "pacs") as pacs:
         for day in (DAY, "2026-11-29"):
             store(pacs, dated_copy(SERIES, dt.date.fromisoformat(day), PATIENT, f"medssl-dag-{day}"))
-        yield _site(where, dask_scheduler, f"{pacs}/dicom-web"), where
+        yield _site(where, dask_scheduler, f"{pacs}/dicom-web"), where, f"{pacs}/dicom-web"
 
 
 def _site(where: Path, dask_scheduler: str, pacs: str) -> Path:
@@ -111,8 +113,13 @@ def _site(where: Path, dask_scheduler: str, pacs: str) -> Path:
     return config
 
 
-def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_env, site):
-    config, where = site
+def _sr_series(pacs: str) -> int:
+    """QIDO-RS: how many SR series the PACS holds (medssl stores one per result)."""
+    return len(DICOMwebClient(pacs).search_for_series(search_filters={"Modality": "SR"}))
+
+
+def test_weekly_trains_and_promotes_then_daily_scores_and_publishes_the_days_studies(airflow_env, site):
+    config, where, pacs = site
     weekly = run_dag(airflow_env, "medssl_weekly.py", DAY, config)
     # review_export succeeds doing nothing: this site does not feed review labels (test_review_feed.py does).
     stages = ["run", "review_export", "ingest", "pretrain", "finetune", "evaluate", "promote"]
@@ -128,7 +135,7 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
     # The day's studies: one dropped into the incoming folder, and the PACS's (pulled by StudyDate).
     shutil.copytree(SERIES, where / "incoming" / DAY / "study-1")
     daily = run_dag(airflow_env, "medssl_daily.py", DAY, config)
-    assert daily == {"run": "success", "ingest": "success", "score": "success"}
+    assert daily == {"run": "success", "ingest": "success", "score": "success", "publish": "success"}
     batch = where / "batches" / "daily" / DAY
     pulled = [p for p in (batch / "staging").iterdir() if not p.name.startswith(".")]
     # The PACS study of DAY, and the day before's: no batch of that day pulled it, and DAY looks back 3 days.
@@ -139,10 +146,12 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
         pd.read_parquet(batch / "manifest.parquet").query("status == 'accepted'").series_key
     )
     assert set(scores.decision) <= {"normal", "abnormal"}
+    assert _sr_series(pacs) == 3  # every result back in the PACS (the incoming study's SR too: one PACS)
 
     again = run_dag(airflow_env, "medssl_daily.py", DAY, config)  # a re-run of the interval adds nothing
     assert again["run"] == "success"
     assert len(pd.read_csv(batch / "scores.csv")) == 3
+    assert _sr_series(pacs) == 3
 
     # Another detector becomes @challenger (as a later week's, or an adapt, would make it); then the week
     # is run again: its stages are not redone, and its promote still gates its own detector.
@@ -159,9 +168,9 @@ def test_weekly_trains_and_promotes_then_daily_scores_the_days_studies(airflow_e
 
 
 def test_a_day_without_studies_succeeds_and_without_sources_is_skipped(airflow_env, site):
-    config, where = site
+    config, where, _ = site
     quiet = run_dag(airflow_env, "medssl_daily.py", "2026-11-28", config)  # the PACS has nothing that day
-    assert quiet == {"run": "success", "ingest": "success", "score": "success"}
+    assert quiet == {"run": "success", "ingest": "success", "score": "success", "publish": "success"}
     assert (
         not (where / "batches" / "daily" / "2026-11-28" / "scores.csv").is_file()
         or pd.read_csv(where / "batches" / "daily" / "2026-11-28" / "scores.csv").empty
@@ -172,4 +181,4 @@ def test_a_day_without_studies_succeeds_and_without_sources_is_skipped(airflow_e
     folders_only = where / "folders-only.yaml"
     folders_only.write_text(yaml.safe_dump(settings))
     daily = run_dag(airflow_env, "medssl_daily.py", "2026-11-27", folders_only)
-    assert daily == {"run": "success", "ingest": "skipped", "score": "skipped"}
+    assert daily == {"run": "success", "ingest": "skipped", "score": "skipped", "publish": "skipped"}
