@@ -1,5 +1,6 @@
-"""Results back into a real PACS: studies put into Orthanc are pulled, ingested, scored by a champion trained here
-and published as DICOM SRs; Orthanc is then asked for the SRs by study, and they are read back with highdicom.
+"""Results back into a real PACS: studies put into Orthanc (which wants a login) are pulled, ingested, scored
+by a champion trained here and published as DICOM SRs; Orthanc is then asked for the SRs by study, and they are
+read back with highdicom.
 
 A re-run publishes nothing twice, a new champion version publishes its own SRs, a PACS that is down or fails
 mid-publish leaves the rest for the next run, and no UID or patient identifier reaches an output, a log line
@@ -15,7 +16,6 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import highdicom as hd
 import mlflow
@@ -24,7 +24,8 @@ import pydicom
 import pytest
 from conftest import SAMPLE, TEST_KEY, finetune_config, make_config
 from dicomweb_client.api import DICOMwebClient
-from orthanc import dated_copy, free_port, needs_orthanc, orthanc, store
+from dicomweb_client.session_utils import create_session_from_auth
+from orthanc import dated_copy, free_port, login, needs_orthanc, orthanc, store
 from pydicom.sr.codedict import codes
 from rich.console import Console
 
@@ -42,9 +43,9 @@ SERIES = SAMPLE / "dicom2nifti_testdata" / "generic" / "anatomical" / "001"
 PATIENT = ("POE^EDGAR", "MRN-1849-TEST")  # the studies' patient: never in clear outside the PACS and staging
 DAY = dt.date(2026, 3, 2)
 KEY = TEST_KEY.encode()
-# The DICOMweb settings of the pull and the publish beyond the URL: empty while medssl pulls without a login;
-# the credentials of issue 21 (part 1) go here, with the Orthanc users they match.
-LOGIN: dict[str, Any] = {}
+# The PACS wants a login (Orthanc's own basic authentication): the pull and the publish both send it, read
+# from a mode-600 file; the password must never show up in what medssl writes.
+USERS = {"medssl-pacs": "round-trip-password-4f1c"}
 
 
 @dataclass
@@ -64,7 +65,7 @@ class Site:
 
     def srs(self, study: str) -> list[pydicom.Dataset]:
         """QIDO-RS: the SR instances Orthanc holds in ``study``; WADO-RS: each of them."""
-        client = DICOMwebClient(self.url)
+        client = DICOMwebClient(self.url, session=create_session_from_auth(login(USERS, ())))
         found = []
         for series in client.search_for_series(study, search_filters={"Modality": "SR"}):
             uid = series["0020000E"]["Value"][0]
@@ -83,12 +84,16 @@ def site(tmp_path_factory, dask_scheduler, pneumonia_manifest) -> Iterator[Site]
     sample's chest X-rays scores their series into scores.csv."""
     where = tmp_path_factory.mktemp("publish")
     tracking = f"sqlite:///{where}/mlflow.db"
-    with orthanc(where / "pacs") as root:
+    with orthanc(where / "pacs", users=USERS) as root:
         url = f"{root}/dicom-web"
         payloads = [dated_copy(SERIES, DAY, PATIENT, f"medssl-publish-{i}") for i in range(2)]
-        store(root, [p for study in payloads for p in study])
+        store(root, [p for study in payloads for p in study], auth=login(USERS, ()))
         out = where / "out"
-        cfg = make_config([], out, dask_scheduler, tracking, dicomweb={"url": url, "timeout": 10, **LOGIN})
+        credentials = where / "pacs-login"
+        credentials.write_text(":".join(next(iter(USERS.items()))) + "\n")
+        credentials.chmod(0o600)
+        auth = {"method": "basic", "file": str(credentials)}
+        cfg = make_config([], out, dask_scheduler, tracking, dicomweb={"url": url, "timeout": 10, "auth": auth})
         run_ingest(cfg, _quiet())
         ft = finetune_config(pneumonia_manifest, where / "ft", tracking, budget="16shot", seeds=1)
         detector = run_finetune(ft, _quiet())
@@ -170,10 +175,15 @@ def test_results_round_trip_through_the_pacs(site, caplog):
     # No UID (the studies', their series', instances', or the SRs' own) nor the patient in clear anywhere medssl
     # writes: outputs (all but the staging folder, which holds the DICOM as the PACS sent it), logs, MLflow.
     sr_uids = {u for uid in site.studies for ds in site.srs(uid) for u in (ds.SeriesInstanceUID, ds.SOPInstanceUID)}
-    identifiers = {*PATIENT, *sr_uids} | {u for uid, s in site.studies.items() for u in (uid, s.series, *s.instances)}
+    studied = {u for uid, s in site.studies.items() for u in (uid, s.series, *s.instances)}
+    identifiers = {*PATIENT, *USERS.values(), *sr_uids} | studied
     experiment = mlflow.MlflowClient(site.store).get_experiment_by_name("medssl")
     artifacts = Path(experiment.artifact_location.removeprefix("file://"))
-    written = [p for p in site.where.rglob("*") if p.is_file() and not {"staging", "pacs"} & set(p.parts)]
+    written = [
+        p
+        for p in site.where.rglob("*")
+        if p.is_file() and not {"staging", "pacs"} & set(p.parts) and p.name != "pacs-login"  # the login's own file
+    ]
     written += [p for p in artifacts.rglob("*") if p.is_file()]
     seen = "\n".join([console.getvalue(), caplog.text, *(p.read_bytes().decode("latin-1") for p in written)])
     assert any(p.name == "mlflow.db" for p in written) and any(p.name == "scores.csv" for p in artifacts.rglob("*"))
