@@ -9,26 +9,14 @@ import threading
 from rich.console import Console
 
 from pipeline.config import Config
-from pipeline.errors import ListenError
-from pipeline.listen.receiver import ListenResult, Receiver, utc_today
-from pipeline.orchestrate.schedule import DAILY, archive_key, partition
+from pipeline.listen.receiver import ListenResult, Receiver
 
-__all__ = ["ListenResult", "Receiver", "receiver", "run_listen"]
-
-
-def receiver(config: Config, console: Console) -> Receiver:
-    """The receiver ``config`` describes, filing into ``schedule.incoming`` under the archive's pseudonym key
-    (the one every batch uses, so its keyed names are the DICOMweb pull's for the same study)."""
-    incoming = config.schedule.incoming
-    if incoming is None:
-        raise ListenError("set schedule.incoming: the folder the daily batch reads, where received studies go")
-    key = archive_key(config, partition(config, DAILY, utc_today())).get_secret_value().encode()
-    return Receiver(config.listen, incoming, key, console)
+__all__ = ["ListenResult", "Receiver", "run_listen"]
 
 
 def run_listen(config: Config, console: Console) -> ListenResult:
     """Serve until SIGINT or SIGTERM, then stop cleanly (see ``Receiver.stop``); the counts of the whole run."""
-    rx = receiver(config, console)
+    rx = Receiver(config, console)
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

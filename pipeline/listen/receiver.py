@@ -23,7 +23,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
@@ -32,9 +32,10 @@ from rich.console import Console
 from rich.markup import escape
 
 from pipeline.atomic import write_durable
-from pipeline.config import ListenConfig
+from pipeline.config import Config
 from pipeline.errors import ListenError
 from pipeline.listen.contexts import supported_contexts
+from pipeline.orchestrate.schedule import DAILY, archive_key, incoming_folder, partition
 from pipeline.pseudonym import pseudonym
 
 log = logging.getLogger(__name__)
@@ -68,20 +69,17 @@ class _Tally:
 
 
 class Receiver:
-    """A pynetdicom storage SCP filing into ``incoming``; ``start`` serves in the background, ``stop`` ends it.
-
-    ``today`` gives the day an association's instances are filed under (the UTC date by default).
+    """A pynetdicom storage SCP as ``config.listen`` says, filing into ``schedule.incoming``; ``start`` serves in
+    the background, ``stop`` ends it. ``today`` gives the day an association's instances are filed under (the
+    UTC date by default).
     """
 
-    def __init__(
-        self,
-        config: ListenConfig,
-        incoming: Path,
-        key: bytes,
-        console: Console,
-        today: Callable[[], dt.date] = utc_today,
-    ) -> None:
-        self.config, self.incoming, self.key, self.console, self.today = config, incoming, key, console, today
+    def __init__(self, config: Config, console: Console, today: Callable[[], dt.date] = utc_today) -> None:
+        if config.schedule.incoming is None:
+            raise ListenError("set schedule.incoming: the folder the daily batch reads, where received studies go")
+        self.config, self.incoming, self.console, self.today = config, config.schedule.incoming, console, today
+        # The archive's key, which every batch uses: the names are the DICOMweb pull's for the same study.
+        self.key = archive_key(config, partition(config, DAILY, today())).get_secret_value().encode()
         self.result = ListenResult()
         self._open: dict[Association, _Tally] = {}
         self._lock = threading.Lock()
@@ -95,9 +93,10 @@ class Receiver:
             self.incoming.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ListenError(f"cannot use incoming folder {self.incoming}: {exc.strerror}") from None
-        ae = AE(ae_title=self.config.ae_title)
+        cfg = self.config.listen
+        ae = AE(ae_title=cfg.ae_title)
         ae.supported_contexts = supported_contexts()
-        ae.require_calling_aet = self.config.allowed_aes
+        ae.require_calling_aet = cfg.allowed_aes
         handlers: list[Any] = [
             (evt.EVT_ACCEPTED, self._accepted),
             (evt.EVT_REJECTED, self._rejected),
@@ -105,11 +104,10 @@ class Receiver:
             (evt.EVT_RELEASED, self._ended),
             (evt.EVT_ABORTED, self._ended),
         ]
-        where = f"{self.config.host}:{self.config.port}"
         try:
-            self._server = ae.start_server((self.config.host, self.config.port), block=False, evt_handlers=handlers)
+            self._server = ae.start_server((cfg.host, cfg.port), block=False, evt_handlers=handlers)
         except OSError as exc:
-            raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from None
+            raise ListenError(f"cannot listen on {cfg.host}:{cfg.port}: {exc.strerror or exc}") from None
 
     def stop(self) -> ListenResult:
         """Stop taking associations, abort those under way (their senders retry what was not acknowledged) and
@@ -135,11 +133,12 @@ class Receiver:
         """Released or aborted (by the peer, by ``stop``, or a dropped connection): one line with its counts."""
         with self._lock:
             tally = self._open.pop(event.assoc, None)
-            if tally is None:
-                return
-            self.result.associations += 1
+        if tally is None:
+            return
         how = "released" if event.event is evt.EVT_RELEASED else "aborted"
         self._say(f"AE {tally.ae_title}: {tally.received} instances received, {tally.failed} failed ({how})")
+        with self._lock:
+            self.result.associations += 1
 
     def _say(self, line: str) -> None:
         stamp = dt.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
@@ -169,8 +168,7 @@ class Receiver:
             log.warning("instance from AE %s without study, series or instance UID: refused", _calling_ae(event))
             return DATASET_MISMATCH
         path = (
-            self.incoming
-            / day.isoformat()
+            cast(Path, incoming_folder(self.config, day))
             / pseudonym(self.key, "study|" + study)
             / pseudonym(self.key, "series|" + series)
             / f"{pseudonym(self.key, 'instance|' + sop)}.dcm"
