@@ -35,6 +35,7 @@ from pynetdicom.sop_class import ComprehensiveSRStorage, CTImageStorage, Verific
 from rich.console import Console
 
 from pipeline.config import Config, load_config
+from pipeline.errors import ConfigError, ListenError
 from pipeline.ingest import run_ingest
 from pipeline.listen import Receiver
 from pipeline.listen.receiver import OUT_OF_RESOURCES
@@ -257,6 +258,23 @@ def test_a_write_that_fails_answers_a_failure_status_and_leaves_nothing(tmp_path
     assert (rx.result.received, rx.result.failed) == (0, 2)
     assert _files(tmp_path) == [tmp_path / "incoming" / DAY.isoformat()]
     assert "AE PACS: 0 instances received, 2 failed (released)" in out.getvalue()
+
+
+def test_what_keeps_it_from_starting_is_one_clear_error(tmp_path, listening):
+    with pytest.raises(ListenError, match=r"set schedule\.incoming"):
+        Receiver(load_config(None, {"schedule.root": str(tmp_path)}), Console(file=io.StringIO()))
+    rx, _ = listening()
+    taken = Receiver(_config(tmp_path, rx.config.listen.port), Console(file=io.StringIO()))
+    with pytest.raises(ListenError, match=re.escape(f"cannot listen on 127.0.0.1:{rx.config.listen.port}: ")):
+        taken.start()
+
+
+@pytest.mark.parametrize("title", ["", " MEDSSL", "MEDSSL ", "A\\B", "X" * 17, "MÉDSSL"])
+def test_an_ae_title_dicom_does_not_allow_is_a_config_error(title):
+    with pytest.raises(ConfigError, match=r"listen\.ae_title"):
+        load_config(None, {"listen.ae_title": title})
+    with pytest.raises(ConfigError, match=r"listen\.allowed_aes"):
+        load_config(None, {"listen.allowed_aes": ["PACS", title]})
 
 
 @pytest.mark.slow
