@@ -287,7 +287,8 @@ def test_the_command_stops_cleanly_on_a_signal(tmp_path, sig):
         f"ingest: {{pseudonym_key: {TEST_KEY}}}\n"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    command = [sys.executable, "-m", "pipeline.cli", "listen", "--config", str(config), "--port", str(port)]
+    # --verbose: debug logging on, and still no identifier in the output.
+    command = [sys.executable, "-m", "pipeline.cli", "-v", "listen", "--config", str(config), "--port", str(port)]
     proc = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         ae = AE(ae_title="PACS")
