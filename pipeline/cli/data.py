@@ -103,7 +103,7 @@ def listen(
     association began), the folder the daily DAG ingests, under keyed-hash names; a re-sent instance replaces
     its copy. Answers C-ECHO; refuses calling AE titles not in listen.allowed_aes when that list is set, and
     non-image objects or transfer syntaxes ingest cannot decode. Logs the calling AE and its counts, never
-    an identifier.
+    an identifier. Needs schedule.incoming, and schedule.root (or ingest.out) for the archive's pseudonym key.
     """
     from pipeline.listen import run_listen
 
