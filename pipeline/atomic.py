@@ -37,3 +37,22 @@ def write_text(dest: str | os.PathLike[str], text: str) -> None:
     """Write ``text`` to ``dest`` atomically."""
     with atomic_path(dest) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def write_durable(dest: str | os.PathLike[str], data: bytes) -> None:
+    """Write ``data`` to ``dest`` atomically, and on disk before returning: the file is synced before the rename
+    and its folder after it.
+
+    For a copy whose sender forgets it once told it is stored (a C-STORE answered with success): a power cut
+    after that answer must not lose the only copy, nor leave a renamed name over unwritten blocks.
+    """
+    dest = Path(dest)
+    with atomic_path(dest) as tmp, tmp.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    folder = os.open(dest.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)

@@ -56,6 +56,12 @@ class DicomwebError(IngestError):
     stage = "ingest.dicomweb"
 
 
+class ListenError(MedsslError):
+    """The C-STORE receiver cannot start (no incoming folder, address in use); one line, no identifiers."""
+
+    stage = "listen"
+
+
 class PretrainError(MedsslError):
     stage = "pretrain"
 

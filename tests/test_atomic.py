@@ -12,7 +12,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 
-from pipeline.atomic import atomic_path, write_text
+from pipeline.atomic import atomic_path, write_durable, write_text
 
 
 def test_the_file_appears_only_when_the_block_succeeds(tmp_path):
@@ -30,6 +30,16 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temp(tmp_path):
         tmp.write_text("half")
         raise RuntimeError("killed mid-write")
     assert dest.read_text() == "old" and os.listdir(tmp_path) == ["state.json"]
+
+
+def test_a_durable_write_replaces_whole_and_a_failed_one_leaves_no_temp(tmp_path):
+    dest = tmp_path / "study" / "instance.dcm"
+    write_durable(dest, b"first")
+    write_durable(dest, b"second copy")
+    assert dest.read_bytes() == b"second copy" and os.listdir(dest.parent) == ["instance.dcm"]
+    with pytest.raises(TypeError):  # fails inside the write, after the temp file is made
+        write_durable(dest, "text, not bytes")  # type: ignore[arg-type]
+    assert dest.read_bytes() == b"second copy" and os.listdir(dest.parent) == ["instance.dcm"]
 
 
 def test_the_temp_name_keeps_the_suffixes_writers_choose_a_format_by(tmp_path):

@@ -1,4 +1,5 @@
-"""``medssl ingest``: DICOM series, 2D images and PACS studies into volumes and a manifest."""
+"""``medssl ingest`` (DICOM series, 2D images and PACS studies into volumes and a manifest) and ``medssl listen``
+(the C-STORE receiver that files studies for the daily batch)."""
 
 from __future__ import annotations
 
@@ -111,3 +112,31 @@ def ingest(
     console.print(summary_table(result))
     if result.converted == 0:
         console.print(f"Nothing new to convert: all {result.unchanged} series/images are up to date.")
+
+
+@app.command()
+def listen(
+    config: ConfigOpt = None,
+    ae_title: Annotated[
+        str | None, typer.Option("--ae-title", help="This node's AE title, as the PACS names it (listen.ae_title).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port to listen on (listen.port, default 11112).")] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (listen.host, default 127.0.0.1: this machine only).")
+    ] = None,
+) -> None:
+    """Receive DICOM studies by C-STORE (a PACS routing rule, a modality) until Ctrl-C or SIGTERM.
+
+    Each image instance is written whole, atomically, into schedule.incoming/YYYY-MM-DD/ (the UTC day its
+    association began), the folder the daily DAG ingests, under keyed-hash names; a re-sent instance replaces
+    its copy. Answers C-ECHO; refuses calling AE titles not in listen.allowed_aes when that list is set, and
+    non-image objects or transfer syntaxes ingest cannot decode. Logs the calling AE and its counts, never
+    an identifier. Needs schedule.incoming, and schedule.root (or ingest.out) for the archive's pseudonym key.
+    """
+    from pipeline.listen import run_listen
+
+    result = run_stage(run_listen, config, {"listen.ae_title": ae_title, "listen.port": port, "listen.host": host})
+    console.print(
+        f"listen stopped: {result.associations} associations ({result.refused} refused), "
+        f"{result.received} instances received, {result.failed} failed"
+    )

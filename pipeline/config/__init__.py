@@ -8,7 +8,7 @@ pretrain sections, the largest, have modules of their own beside this one.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import Field, ValidationError, model_validator
@@ -27,6 +27,7 @@ __all__ = [
     "DicomwebConfig",
     "FinetuneConfig",
     "IngestConfig",
+    "ListenConfig",
     "PretrainConfig",
     "PublishConfig",
     "ReaderConfig",
@@ -187,6 +188,20 @@ class ScheduleConfig(Strict):
     incoming: Path | None = None
 
 
+# A DICOM AE title (PS3.5 6.2): 1-16 characters of printable ASCII but the backslash, no leading or trailing
+# space (pynetdicom strips them, so "MEDSSL " and "MEDSSL" would be one title written two ways).
+AETitle = Annotated[str, Field(pattern=r"^[!-\[\]-~]([ -\[\]-~]{0,14}[!-\[\]-~])?$")]
+
+
+class ListenConfig(Strict):
+    """``medssl listen``: the DICOM C-STORE receiver that files studies into ``schedule.incoming``."""
+
+    ae_title: AETitle = "MEDSSL"
+    host: str = "127.0.0.1"
+    port: int = Field(default=11112, ge=1, le=65535)
+    allowed_aes: list[AETitle] = Field(default_factory=list)
+
+
 class Config(Strict):
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
     dask: DaskConfig = Field(default_factory=DaskConfig)
@@ -202,6 +217,7 @@ class Config(Strict):
     score: ScoreConfig = Field(default_factory=ScoreConfig)
     publish: PublishConfig = Field(default_factory=PublishConfig)
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
+    listen: ListenConfig = Field(default_factory=ListenConfig)
     review: ReviewConfig = Field(default_factory=ReviewConfig)
 
 

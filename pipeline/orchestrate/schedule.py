@@ -46,11 +46,17 @@ def partition(config: Config, kind: str, day: dt.date) -> Path:
     return Path(root) / kind / day.isoformat()
 
 
+def incoming_folder(config: Config, day: dt.date) -> Path | None:
+    """``INCOMING/<YYYY-MM-DD>``: where the studies of ``day`` are dropped (by hand, or by ``medssl listen``) for
+    that day's batch; None without ``schedule.incoming``."""
+    return config.schedule.incoming / day.isoformat() if config.schedule.incoming else None
+
+
 def daily_config(config: Config, day: dt.date) -> Config:
     """The config of ``day``'s batch: that day's incoming folder and PACS studies (``daily_pull``) into the
     day's partition, scored there (``scores.csv``) by the configured model."""
     part = partition(config, DAILY, day)
-    incoming = config.schedule.incoming / day.isoformat() if config.schedule.incoming else None
+    incoming = incoming_folder(config, day)
     if incoming is None and not config.ingest.dicomweb.url:
         raise ScheduleError("the daily batch needs schedule.incoming (a folder per date) or ingest.dicomweb.url")
     pacs = daily_pull(config, day)
