@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param
+from airflow.timetables.base import Timetable
 
 CONFIG = os.environ.get("MEDSSL_CONFIG", str(Path(__file__).resolve().parents[1] / "configs" / "pipeline.yaml"))
 
 
-def settings(dag_id: str, schedule: str, retries: int, retry_delay: dt.timedelta) -> dict[str, Any]:
+def settings(dag_id: str, schedule: str | Timetable, retries: int, retry_delay: dt.timedelta) -> dict[str, Any]:
     """``@dag`` arguments: one run at a time, no catch-up of missed intervals, the config as a run param."""
     return {
         "dag_id": dag_id,

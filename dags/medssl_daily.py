@@ -15,10 +15,15 @@ from pathlib import Path
 
 from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowSkipException
+from airflow.timetables.interval import CronDataIntervalTimetable
 from medssl_common import settings
 
+# A data interval per day, run when the day is over: the run of logical date D starts at D+1 00:00 UTC, once
+# D's studies are in (a plain "@daily" would trigger at D 00:00, before any of them had arrived).
+DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
 
-@dag(**settings("medssl_daily", "@daily", retries=2, retry_delay=dt.timedelta(minutes=10)))
+
+@dag(**settings("medssl_daily", DAILY, retries=2, retry_delay=dt.timedelta(minutes=10)))
 def medssl_daily() -> None:
     @task
     def ingest() -> str:

@@ -182,3 +182,25 @@ def test_a_day_without_studies_succeeds_and_without_sources_is_skipped(airflow_e
     folders_only.write_text(yaml.safe_dump(settings))
     daily = run_dag(airflow_env, "medssl_daily.py", "2026-11-27", folders_only)
     assert daily == {"run": "success", "ingest": "skipped", "score": "skipped", "publish": "skipped"}
+
+
+def test_the_daily_run_of_a_day_starts_when_the_day_is_over(airflow_env):
+    """A day's studies arrive during that day: its run (logical date D) must start after D ends, not at its
+    start as a plain cron trigger would."""
+    script = f"""
+import datetime as dt, runpy, sys
+sys.path.insert(0, {str(ROOT / "dags")!r})
+from airflow.sdk import DAG
+from airflow.timetables.base import TimeRestriction
+dag = next(v for v in runpy.run_path({str(ROOT / "dags" / "medssl_daily.py")!r}).values() if isinstance(v, DAG))
+day = dt.datetime(2026, 11, 30, tzinfo=dt.UTC)
+info = dag.timetable.next_dagrun_info(
+    last_automated_data_interval=None, restriction=TimeRestriction(earliest=day, latest=None, catchup=True)
+)
+print("NEXT", info.logical_date.isoformat(), info.run_after.isoformat())
+"""
+    proc = subprocess.run([sys.executable, "-c", script], env=airflow_env, cwd=ROOT, capture_output=True, text=True)
+    line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("NEXT ")), None)
+    assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-2000:]
+    logical, run_after = (dt.datetime.fromisoformat(v) for v in line.split()[1:])
+    assert logical.date() == dt.date(2026, 11, 30) and run_after - logical == dt.timedelta(days=1)
