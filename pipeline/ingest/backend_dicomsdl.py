@@ -22,7 +22,7 @@ import dicomsdl
 from pydicom.charset import convert_encodings, decode_bytes, default_encoding
 from pydicom.values import TEXT_VR_DELIMS, convert_IS_string
 
-from pipeline.ingest.backends import Elements, ParsedHeader
+from pipeline.ingest.backends import NUMBERS, Elements, ParsedHeader
 
 dicomsdl.set_loglevel(dicomsdl.LogLevel.DISABLE)  # its errors are exceptions here; no copy on stderr
 NONE, SQ, UN = dicomsdl.VR.NONE, dicomsdl.VR.SQ, dicomsdl.VR.UN
@@ -72,28 +72,7 @@ TEXT: dict[Any, Callable[[bytes, list[str]], Any]] = {
     VR.IS: lambda raw, encodings: convert_IS_string(raw, True),  # SeriesNumber: pydicom's IS, kept as written
 }
 # Numbers read in one call when the file opens (text is never prefetched: see TEXT).
-PREFETCH = [
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "EchoNumbers",
-    "AcquisitionNumber",
-    "InstanceNumber",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "TemporalPositionIdentifier",
-    "SamplesPerPixel",
-    "NumberOfFrames",
-    "Rows",
-    "Columns",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "NominalScannedPixelSpacing",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "RescaleIntercept",
-    "RescaleSlope",
-]
+PREFETCH = NUMBERS
 
 
 class Unsupported(Exception):

@@ -12,7 +12,7 @@ import pydicom
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
-from pipeline.ingest.backends import Elements, ParsedHeader
+from pipeline.ingest.backends import NUMBERS, Elements, ParsedHeader
 from pipeline.ingest.frames import image_type_values
 
 # What a classic header needs; parsing only these is several times faster than the whole header.
@@ -27,30 +27,11 @@ HEADER_TAGS = [
     "SeriesDescription",
     "PatientName",
     "PatientID",
-    "SliceThickness",
-    "SpacingBetweenSlices",
-    "EchoNumbers",
     "StudyInstanceUID",
     "SeriesInstanceUID",
     "SeriesNumber",
-    "AcquisitionNumber",
-    "InstanceNumber",
-    "ImagePositionPatient",
-    "ImageOrientationPatient",
-    "TemporalPositionIdentifier",
-    "SamplesPerPixel",
     "PhotometricInterpretation",
-    "NumberOfFrames",
-    "Rows",
-    "Columns",
-    "PixelSpacing",
-    "ImagerPixelSpacing",
-    "NominalScannedPixelSpacing",
-    "BitsAllocated",
-    "BitsStored",
-    "PixelRepresentation",
-    "RescaleIntercept",
-    "RescaleSlope",
+    *NUMBERS,
     "PerFrameFunctionalGroupsSequence",
     "DirectoryRecordSequence",
 ]

@@ -25,6 +25,32 @@ FAST_BACKENDS = ("dicomsdl",)
 REFERENCE = "pydicom"
 
 
+# The numeric elements a classic header needs (geometry, frames, pixel layout, scaling): every backend reads
+# them; each adds the text and sequences it reads its own way.
+NUMBERS = [
+    "SliceThickness",
+    "SpacingBetweenSlices",
+    "EchoNumbers",
+    "AcquisitionNumber",
+    "InstanceNumber",
+    "ImagePositionPatient",
+    "ImageOrientationPatient",
+    "TemporalPositionIdentifier",
+    "SamplesPerPixel",
+    "NumberOfFrames",
+    "Rows",
+    "Columns",
+    "PixelSpacing",
+    "ImagerPixelSpacing",
+    "NominalScannedPixelSpacing",
+    "BitsAllocated",
+    "BitsStored",
+    "PixelRepresentation",
+    "RescaleIntercept",
+    "RescaleSlope",
+]
+
+
 class Elements(Protocol):
     """A parsed dataset or sequence item, looked up by DICOM keyword.
 
