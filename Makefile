@@ -6,7 +6,7 @@ WHEELS ?= /opt/wheels
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | sha1sum | cut -c1-12)
 
-.PHONY: install system-deps test test-fast lint demo bench clean lock
+.PHONY: install system-deps bench-deps test test-fast lint demo bench clean lock
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -58,7 +58,14 @@ demo: install
 # Every benchmark table of benchmarks/RESULTS.md, each under its command there (hours on 2 CPU cores; a
 # finished cell is kept under benchmarks/work/, so a stopped run goes on). The label-saving table is the
 # four finetune_curves.py runs and label_saving.py's summary of them.
-bench: install
+# pigz: dcm2niix pipes its -z y output through pigz when it is on PATH; the ingest benchmark compares medssl
+# with dcm2niix both with and without it. Only the benchmarks need it (root installs it, as system-deps does).
+bench-deps:
+	command -v pigz >/dev/null || [ "$$(id -u)" != 0 ] || { \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends pigz; \
+	}
+
+bench: install bench-deps
 	$(BIN)/python benchmarks/ingest_bench.py
 	$(BIN)/python benchmarks/pretrain_datapath.py
 	$(BIN)/python benchmarks/pretrain_knn.py --epochs simclr=80,moco=80,dino=80
