@@ -15,7 +15,11 @@ interpreter, with 1 and 2 local workers, timed by phase: the functions ``run_ing
 that each boundary is a lap of one clock, and the phases add up to the run's wall time. "worker imports" is
 the first use of the header backend on every worker (``get_backend``, which imports it), run once on all
 workers as the cluster comes up. Python's own start and the stage's imports are timed apart, in fresh
-interpreters (``python -c pass``, ``import pipeline.ingest.run``).
+interpreters (``python -c pass``, ``import pipeline.ingest.run``). The same phased run then covers the whole
+corpus on real Dask workers, which is where the per-file figures above must show.
+
+pyinstrument hooks every Python call, so functions that make many small calls (a generator over six floats)
+look costlier under it than they are: the phase times come from the runs without it.
 
     .venv/bin/python benchmarks/ingest_profile.py [--copies 15] [--repeat 3] [--compress]
         [--backend auto|dicomsdl|pydicom] [--write-results]
@@ -233,11 +237,11 @@ def lapped(laps: Laps, backend: str) -> Iterator[None]:
             setattr(run, name, fn)
 
 
-def startup_child(series: Path, out: Path, workers: int, backend: str) -> None:
+def run_child(source: Path, out: Path, workers: int, backend: str, compress: bool) -> None:
     """One timed ``run_ingest`` in this (fresh) interpreter; prints its phases as JSON."""
     from rich.console import Console
 
-    cfg = config([series], out, False, backend, workers)
+    cfg = config([source], out, compress, backend, workers)
     fresh_out(out)
     laps = Laps()
     with lapped(laps, resolve(backend)):
@@ -246,37 +250,34 @@ def startup_child(series: Path, out: Path, workers: int, backend: str) -> None:
     print(json.dumps({"phases": laps.phases, "files": result.n_files, "accepted": result.accepted}))
 
 
-def fresh_python(code: str) -> float:
-    """Wall seconds of ``python -c code`` in a fresh interpreter."""
-    start = time.perf_counter()
-    subprocess.run([sys.executable, "-c", code], check=True)
-    return time.perf_counter() - start
+Phased = dict[int, dict[str, float]]  # workers -> phase -> median seconds
 
 
-def measure_startup(corpus: Path, repeat: int, backend: str) -> tuple[dict[int, dict[str, float]], dict, int]:
-    """Median of ``repeat`` fresh runs per worker count: phases of run_ingest, and the interpreter's own start."""
-    series = corpus / "copy000" / "s01"  # the 28-file CT: one series
-    per_workers: dict[int, dict[str, float]] = {}
+def measure_runs(source: Path, repeat: int, args: argparse.Namespace) -> tuple[Phased, int]:
+    """``run_ingest`` on ``source`` with 1 and 2 local workers, each run in a fresh interpreter: median phases."""
+    per_workers: Phased = {}
     n_files = 0
     for workers in (1, 2):
         runs = []
         for _ in range(repeat):
-            cmd = [sys.executable, __file__, "--startup-child", str(series), "--workers", str(workers)]
-            cmd += ["--backend", backend]
+            cmd = [sys.executable, __file__, "--run-child", str(source), "--workers", str(workers)]
+            cmd += ["--backend", args.backend, *(["--compress"] if args.compress else [])]
             out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
             runs.append(json.loads(out.strip().splitlines()[-1]))
         n_files = runs[0]["files"]
-        names = list(runs[0]["phases"])
-        per_workers[workers] = {k: statistics.median(r["phases"][k] for r in runs) for k in names}
+        per_workers[workers] = {k: statistics.median(r["phases"][k] for r in runs) for k in runs[0]["phases"]}
         per_workers[workers]["run_ingest total"] = statistics.median(sum(r["phases"].values()) for r in runs)
-    python = {
-        "python start": statistics.median(fresh_python("pass") for _ in range(repeat)),
-        "import pipeline.ingest.run": statistics.median(
-            fresh_python("import pipeline.ingest.run") for _ in range(repeat)
-        ),
-    }
-    python["import pipeline.ingest.run"] -= python["python start"]
-    return per_workers, python, n_files
+    return per_workers, n_files
+
+
+def fresh_python(code: str, repeat: int) -> float:
+    """Median wall seconds of ``python -c code``, each in a fresh interpreter."""
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
 
 
 # --- report ----------------------------------------------------------------------------------------------------
@@ -288,7 +289,9 @@ def render(
     args: argparse.Namespace,
     timed: dict[str, float],
     profiled: dict[str, tuple[float, list[tuple[str, float]]]],
-    startup: tuple[dict[int, dict[str, float]], dict[str, float], int],
+    startup: tuple[Phased, int],
+    whole: Phased,
+    python: dict[str, float],
 ) -> str:
     size_mb = sum(p.stat().st_size for p in corpus.rglob("*") if p.is_file()) / 2**20
     backend = resolve(args.backend)
@@ -321,22 +324,29 @@ def render(
             *(f"| `{fn}` | {s:.3f} | {s / duration:.0%} |" for fn, s in top),
             "",
         ]
-    per_workers, python, n_start = startup
+    output = ".nii.gz" if args.compress else ".nii"
     lines += [
-        f"Start-up: `run_ingest` on one series ({n_start} files), each run in a fresh interpreter, median of "
-        f"{args.repeat}, seconds by phase (`.nii`, tracking off):",
+        f"Start-up: `run_ingest` on one series ({startup[1]} files), each run in a fresh interpreter, median of "
+        f"{args.repeat}, seconds by phase ({output}, tracking off):",
         "",
-        "| phase | 1 worker | 2 workers |",
-        "|---|---|---|",
-    ]
-    for name in per_workers[1]:
-        lines.append(f"| {name} | {per_workers[1][name]:.3f} | {per_workers[2][name]:.3f} |")
-    lines += [
+        *_phase_table(startup[0]),
         "",
         f"Before `run_ingest`, in a fresh interpreter: Python's own start {python['python start']:.3f} s, "
         f"`import pipeline.ingest.run` {python['import pipeline.ingest.run']:.3f} s more.",
+        "",
+        f"The whole corpus through `run_ingest` (real Dask workers, same phases, median of {args.repeat}):",
+        "",
+        *_phase_table(whole),
+        "| files/s (run_ingest total) | "
+        + " | ".join(f"{n_files / whole[w]['run_ingest total']:.0f}" for w in (1, 2))
+        + " |",
     ]
     return "\n".join(lines)
+
+
+def _phase_table(phased: Phased) -> list[str]:
+    lines = ["| phase | 1 worker | 2 workers |", "|---|---|---|"]
+    return lines + [f"| {name} | {phased[1][name]:.3f} | {phased[2][name]:.3f} |" for name in phased[1]]
 
 
 def main() -> None:
@@ -347,11 +357,11 @@ def main() -> None:
     ap.add_argument("--backend", choices=["auto", "dicomsdl", "pydicom"], default="auto", help="ingest.header_backend")
     ap.add_argument("--top", type=int, default=12, help="functions listed per phase")
     ap.add_argument("--write-results", action="store_true", help="replace the ingest-profile section of RESULTS.md")
-    ap.add_argument("--startup-child", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--run-child", type=Path, help=argparse.SUPPRESS)  # one phased run_ingest of this folder
     ap.add_argument("--workers", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.startup_child:
-        startup_child(args.startup_child, WORK / "out" / f"startup-{args.workers}", args.workers, args.backend)
+    if args.run_child:
+        run_child(args.run_child, WORK / "out" / f"run-{args.workers}", args.workers, args.backend, args.compress)
         return
 
     corpus = WORK / f"corpus-archive-x{args.copies}"  # the same folder ingest_bench.py --corpus archive builds
@@ -363,8 +373,14 @@ def main() -> None:
     cfg = config([corpus], WORK / "out" / "profile", args.compress, args.backend)
     timed = time_phases(cfg, args.repeat)
     profiled = profile_phases(cfg, args.top)
-    startup = measure_startup(corpus, args.repeat, args.backend)
-    report = render(corpus, len(files), args, timed, profiled, startup)
+    startup = measure_runs(corpus / "copy000" / "s01", args.repeat, args)  # the 28-file CT: one series
+    whole, _ = measure_runs(corpus, args.repeat, args)
+    python = {
+        "python start": fresh_python("pass", args.repeat),
+        "import pipeline.ingest.run": fresh_python("import pipeline.ingest.run", args.repeat),
+    }
+    python["import pipeline.ingest.run"] -= python["python start"]
+    report = render(corpus, len(files), args, timed, profiled, startup, whole, python)
     print(report)
     if args.write_results:
         write_section(HERE / "RESULTS.md", "ingest-profile", report)
