@@ -67,6 +67,7 @@ bench-deps:
 
 bench: install bench-deps
 	$(BIN)/python benchmarks/ingest_bench.py
+	$(BIN)/python benchmarks/ingest_profile.py --write-results
 	$(BIN)/python benchmarks/pretrain_datapath.py
 	$(BIN)/python benchmarks/pretrain_knn.py --epochs simclr=80,moco=80,dino=80
 	$(BIN)/python benchmarks/suggest_vs_random.py --encoder benchmarks/work/pneumoniamnist/pretrain/moco-epochs80/encoder.pt

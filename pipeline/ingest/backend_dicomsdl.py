@@ -14,6 +14,7 @@ dicomsdl gives as UN (pydicom types them from its private dictionary).
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Callable
 from typing import IO, Any
@@ -25,14 +26,16 @@ from pydicom.values import TEXT_VR_DELIMS, convert_IS_string
 from pipeline.ingest.backends import NUMBERS, Elements, ParsedHeader
 
 dicomsdl.set_loglevel(dicomsdl.LogLevel.DISABLE)  # its errors are exceptions here; no copy on stderr
-NONE, SQ, UN = dicomsdl.VR.NONE, dicomsdl.VR.SQ, dicomsdl.VR.UN
-BYTES_VRS = {dicomsdl.VR.OB, dicomsdl.VR.OW, dicomsdl.VR.OD, dicomsdl.VR.OF, dicomsdl.VR.OL, dicomsdl.VR.OV}
+VR = dicomsdl.VR
+# VRs as plain ints (``vr().value``): comparing or hashing dicomsdl's enum objects costs about a microsecond
+# each in pybind11, and every element read made four or five of those.
+NONE, SQ, UN = VR.NONE.value, VR.SQ.value, VR.UN.value
+BYTES_VRS = {v.value for v in (VR.OB, VR.OW, VR.OD, VR.OF, VR.OL, VR.OV)}
 LOAD_UNTIL = 0x7FE00007  # the last tag loaded: (7FE0,0008) float, (7FE0,0010) pixel data come after it
 IMPLICIT_LE = "1.2.840.10008.1.2"
 EXPLICIT_BE = "1.2.840.10008.1.2.2"
 DEFLATED = "1.2.840.10008.1.2.1.99"
 NATIVE = {IMPLICIT_LE, "1.2.840.10008.1.2.1", EXPLICIT_BE}
-VR = dicomsdl.VR
 
 
 # Text is decoded from the raw bytes with pydicom's own rules (pydicom.values): its stripping, splitting and
@@ -64,12 +67,20 @@ def _single(raw: bytes, encodings: list[str]) -> str:  # LT ST UT UR: convert_si
     return _decode(raw, encodings).rstrip("\0 ")
 
 
-TEXT: dict[Any, Callable[[bytes, list[str]], Any]] = {
-    **dict.fromkeys((VR.AE, VR.AS, VR.CS, VR.DA, VR.DT, VR.TM, VR.UI), _string),
-    **dict.fromkeys((VR.SH, VR.LO, VR.UC), _text),
-    **dict.fromkeys((VR.LT, VR.ST, VR.UT, VR.UR), _single),
-    VR.PN: _person_name,
-    VR.IS: lambda raw, encodings: convert_IS_string(raw, True),  # SeriesNumber: pydicom's IS, kept as written
+@functools.lru_cache(maxsize=256)
+def _integer_string(raw: bytes) -> Any:
+    """SeriesNumber and other IS text as pydicom's IS, kept as written. pydicom validates each value (a few
+    microseconds); a series repeats the same few values in every file, so each is converted once."""
+    return convert_IS_string(raw, True)
+
+
+TEXT: dict[int, Callable[[bytes, list[str]], Any]] = {
+    **dict.fromkeys((VR.AE.value, VR.AS.value, VR.CS.value, VR.DA.value, VR.DT.value, VR.TM.value), _string),
+    VR.UI.value: _string,
+    **dict.fromkeys((VR.SH.value, VR.LO.value, VR.UC.value), _text),
+    **dict.fromkeys((VR.LT.value, VR.ST.value, VR.UT.value, VR.UR.value), _single),
+    VR.PN.value: _person_name,
+    VR.IS.value: lambda raw, encodings: _integer_string(raw),
 }
 # Numbers read in one call when the file opens (text is never prefetched: see TEXT).
 PREFETCH = NUMBERS
@@ -80,23 +91,29 @@ class Unsupported(Exception):
 
 
 class SdlElements:
-    """:class:`~pipeline.ingest.backends.Elements` over a dicomsdl dataset or sequence item."""
+    """:class:`~pipeline.ingest.backends.Elements` over a dicomsdl dataset or sequence item.
+
+    Values are kept once read (the shared code asks for some, PatientID or Manufacturer, more than once).
+    """
 
     __slots__ = ("_ds", "_encodings", "_values")
 
     def __init__(self, ds: dicomsdl.DataSet, encodings: list[str], values: dict[str, Any] | None = None) -> None:
         self._ds = ds
         self._encodings = encodings  # the dataset's SpecificCharacterSet, which its items share
-        self._values = values or {}
+        self._values = values or {}  # prefetched or read: None means absent or empty, as pydicom's None
 
     def get(self, keyword: str, default: Any = None) -> Any:
-        if keyword in self._values:  # prefetched: None there means absent or empty, as pydicom's None
+        try:
             value = self._values[keyword]
-            return default if value is None else value
-        return self._element(self._ds.getDataElement(keyword), default)
+        except KeyError:
+            value = self._values[keyword] = self._element(self._ds.getDataElement(keyword))
+        return default if value is None else value
 
     def __contains__(self, keyword: str) -> bool:
-        return self._ds.getDataElement(keyword).vr() != NONE
+        if self._values.get(keyword) is not None:  # a value was read: the element is there
+            return True
+        return self._ds.getDataElement(keyword).vr().value != NONE
 
     def sequence(self, keyword: str) -> list[Elements]:
         value = self.get(keyword)
@@ -108,30 +125,29 @@ class SdlElements:
 
     def private_bytes(self, group: int, element: int, creator: str) -> bytes | None:
         elem = self._private(group, element, creator)
-        return None if elem is None or elem.vr() == NONE else elem.toBytes()
+        return None if elem is None or elem.vr().value == NONE else elem.toBytes()
 
     def _private(self, group: int, element: int, creator: str) -> dicomsdl.DataElement | None:
         for block in range(0x10, 0x100):
             reservation = self._ds.getDataElement((group << 16) | block)
             # A creator is LO; implicit VR files give it as UN bytes, read the same way.
-            if reservation.vr() != NONE and _text(reservation.toBytes(), self._encodings) == creator:
+            if reservation.vr().value != NONE and _text(reservation.toBytes(), self._encodings) == creator:
                 return self._ds.getDataElement((group << 16) | (block << 8) | (element & 0xFF))
         return None
 
-    def _element(self, elem: dicomsdl.DataElement, default: Any = None) -> Any:
-        vr = elem.vr()
+    def _element(self, elem: dicomsdl.DataElement) -> Any:
+        vr = elem.vr().value
         if vr == NONE:
-            return default
+            return None
+        if (text := TEXT.get(vr)) is not None:
+            return text(elem.toBytes(), self._encodings)
         if vr == SQ:
             return [SdlElements(item, self._encodings) for item in elem.toSequence()]
         if vr == UN:
             raise Unsupported("an element of unknown VR")
         if vr in BYTES_VRS:
             return elem.toBytes()
-        if (text := TEXT.get(vr)) is not None:
-            return text(elem.toBytes(), self._encodings)
-        value = elem.value()
-        return default if value is None else value
+        return elem.value()
 
 
 class DicomsdlBackend:
@@ -146,7 +162,8 @@ class DicomsdlBackend:
         ts = str(top.get("TransferSyntaxUID", ""))
         if not ts or ts == DEFLATED:
             raise Unsupported("no transfer syntax, or deflated: pixel offsets are pydicom's to find")
-        top._values = values = dict(zip(PREFETCH, ds.getValues(PREFETCH), strict=True))
+        values = dict(zip(PREFETCH, ds.getValues(PREFETCH), strict=True))
+        top._values.update(values)
         little = ts != EXPLICIT_BE
         return ParsedHeader(top, ts, ts == IMPLICIT_LE, little, _pixel_position(fp, ds, values, ts, little))
 

@@ -50,10 +50,13 @@ def assemble(plan: StackPlan) -> tuple[np.ndarray, float, float]:
             out[t, z] = plane * ref.frame.slope + ref.frame.intercept if varying else plane
     slope, intercept = (1.0, 0.0) if varying else scales.pop()
     # (t, z, rows, cols[, c]) -> (cols, rows, z, t[, c]): NIfTI's i runs along a row, j down the columns.
+    # A view, not a copy: ``out`` in C order is NIfTI's on-disk (Fortran) order of ``data``, so nibabel writes
+    # it without transposing; a C-order copy here cost two transposes of every volume (this one, then
+    # nibabel's back to Fortran order), where the voxel digest now makes the only one.
     data = np.moveaxis(out, (0, 1, 2, 3), (3, 2, 1, 0))
     if nt == 1:
         data = data[:, :, :, 0]
-    return np.ascontiguousarray(data), slope, intercept
+    return data, slope, intercept
 
 
 def _write(

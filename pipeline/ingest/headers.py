@@ -8,7 +8,9 @@ treat classic slices, enhanced multi-frame objects and Siemens mosaics the same 
 
 from __future__ import annotations
 
+import functools
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
 from typing import IO
@@ -162,6 +164,8 @@ def read_header(
     except OSError as exc:
         return FileRejection(path, 0, 0, Reason.UNREADABLE_FILE, exc.strerror or type(exc).__name__, path)
     try:
+        if not stat.S_ISREG(st.st_mode):
+            raise Rejected(Reason.UNREADABLE_FILE, "not a regular file")
         return _read_header(path, st.st_size, st.st_mtime_ns, key, image_extensions, backend)
     except Rejected as rej:
         shown = scrub(path, rej.identifiers, key) if rej.identifiers else path
@@ -176,8 +180,6 @@ def read_header(
 def _read_header(
     path: str, size: int, mtime_ns: int, key: bytes, image_extensions: tuple[str, ...], backend: str
 ) -> FileRecord:
-    if not os.path.isfile(path):
-        raise Rejected(Reason.UNREADABLE_FILE, "not a regular file")
     if size == 0:
         raise Rejected(Reason.CORRUPT_FILE, "zero-byte file")
     with open(path, "rb") as fp:
@@ -240,14 +242,24 @@ def _read_image_file(path: str, size: int, mtime_ns: int) -> ImageFileHeader:
 
 
 def _check_decodable(ts: str) -> None:
+    if (detail := _undecodable(ts)) is not None:
+        raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX, detail)
+
+
+@functools.cache
+def _undecodable(ts: str) -> str | None:
+    """Why no installed plugin decodes transfer syntax ``ts``, or None. Asked for every file, answered once
+    per syntax and process: pydicom's UID and decoder look-ups cost more than the rest of a fast header read
+    of the common case."""
     uid = UID(ts)
     try:
         decoder = get_decoder(uid)
-    except NotImplementedError as exc:
-        raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX, f"no pixel decoder for {uid.name or ts}") from exc
+    except NotImplementedError:
+        return f"no pixel decoder for {uid.name or ts}"
     if not decoder.is_available:
         missing = "; ".join(f"{k}: {', '.join(v)}" for k, v in decoder.missing_dependencies.items())
-        raise Rejected(Reason.UNSUPPORTED_TRANSFER_SYNTAX, f"{uid.name}: no decoder plugin installed ({missing})"[:200])
+        return f"{uid.name}: no decoder plugin installed ({missing})"[:200]
+    return None
 
 
 def _dicom_header(

@@ -30,9 +30,12 @@ def _read_native(header: DicomHeader) -> np.ndarray | None:
     kind = "i" if header.pixel_representation else "u"
     dtype = np.dtype(f"{'<' if header.little_endian else '>'}{kind}{header.bits_allocated // 8}")
     count = header.rows * header.cols * header.n_frames * max(1, header.mosaic_grid) ** 2
-    arr = np.fromfile(header.path, dtype=dtype, count=count, offset=header.pixel_offset)
-    if arr.size != count:
-        raise Rejected(Reason.CORRUPT_FILE, "pixel data shorter than the header declares")
+    arr = np.empty(count, dtype=dtype)
+    # Read straight into the array: np.fromfile costs twice as much for a slice of a few KB (a GE EPI file).
+    with open(header.path, "rb") as fp:
+        fp.seek(header.pixel_offset)
+        if fp.readinto(arr) != arr.nbytes:  # a buffered readinto stops short only at the end of the file
+            raise Rejected(Reason.CORRUPT_FILE, "pixel data shorter than the header declares")
     arr = arr.astype(dtype.newbyteorder("="), copy=False)
     unused = header.bits_allocated - header.bits_stored
     if 0 < unused < header.bits_allocated:

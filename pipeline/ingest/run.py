@@ -111,6 +111,8 @@ def _image_extra(
 
 def _series_label(plan: StackPlan, labels: dict[str, LabelRow], secret: bytes) -> dict[str, Any] | None:
     """The label columns of a DICOM series whose file, or whose folder, a label CSV names."""
+    if not labels:  # no label CSV: nothing to find, and resolving every file's path costs a few syscalls each
+        return None
     for h in plan.files:
         path = Path(h.path).resolve()
         for named in (str(path), str(path.parent)):
