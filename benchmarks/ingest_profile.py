@@ -214,20 +214,21 @@ def lapped(laps: Laps, backend: str) -> Iterator[None]:
         yield from originals["scan"](*args)
         laps.lap("header pass")
 
-    def plan_work(*args: Any) -> Any:
-        work = originals["_plan_work"](*args)
-        laps.lap("planning")
-        return work
+    def then(original: str, phase: str) -> Any:
+        """``original``, and a lap named ``phase`` when it returns."""
+
+        def timed(*args: Any) -> Any:
+            found = originals[original](*args)
+            laps.lap(phase)
+            return found
+
+        return timed
 
     def gather(*args: Any) -> Iterator[Any]:
         yield from originals["_gather"](*args)
         laps.lap("conversion")
 
-    def manifest(*args: Any) -> Any:
-        df = originals["write_manifest"](*args)
-        laps.lap("manifest write")
-        return df
-
+    plan_work, manifest = then("_plan_work", "planning"), then("write_manifest", "manifest write")
     for name, fn in zip(names, (dask_client, scan, plan_work, gather, manifest), strict=True):
         setattr(run, name, fn)
     try:
