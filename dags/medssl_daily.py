@@ -18,9 +18,10 @@ from airflow.sdk.exceptions import AirflowSkipException
 from airflow.timetables.interval import CronDataIntervalTimetable
 from medssl_common import settings
 
-# A data interval per day, run when the day is over: the run of logical date D starts at D+1 00:00 UTC, once
-# D's studies are in (a plain "@daily" would trigger at D 00:00, before any of them had arrived).
-DAILY = CronDataIntervalTimetable("@daily", timezone="UTC")
+# A data interval per day, run when the day is over: the run of logical date D starts at D+1 00:30 UTC, once
+# D's studies are in (a plain "@daily" would trigger at D 00:00, before any of them had arrived). The half
+# hour lets a C-STORE association begun before midnight finish: medssl listen files it under the day it began.
+DAILY = CronDataIntervalTimetable("30 0 * * *", timezone="UTC")
 
 
 @dag(**settings("medssl_daily", DAILY, retries=2, retry_delay=dt.timedelta(minutes=10)))

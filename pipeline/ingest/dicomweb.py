@@ -85,7 +85,7 @@ def connect(cfg: DicomwebConfig) -> DICOMwebClient:
     try:
         parts.port  # noqa: B018 - raises ValueError on a port that is not a number in range
     except ValueError as exc:
-        raise DicomwebError(f"bad DICOMweb URL {url!r}: {exc}") from None
+        raise DicomwebError(f"bad DICOMweb URL {safe_url(url)!r}: {exc}") from None
     auth = http_auth(cfg.auth)  # a missing or open credential fails here, before the server is asked anything
     from dicomweb_client.api import DICOMwebClient  # only a pull or a publish needs it (0.4 s of imports)
     from dicomweb_client.session_utils import create_session_from_auth
@@ -93,7 +93,7 @@ def connect(cfg: DicomwebConfig) -> DICOMwebClient:
     try:
         return DICOMwebClient(url, session=create_session_from_auth(auth) if auth else None, timeout=cfg.timeout)
     except ValueError:
-        raise DicomwebError(f"bad DICOMweb URL {url!r}") from None
+        raise DicomwebError(f"bad DICOMweb URL {safe_url(url)!r}") from None
 
 
 def quiet_http_logs() -> None:

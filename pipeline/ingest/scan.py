@@ -49,8 +49,11 @@ def scan_files(paths: list[str], secret: bytes, image_extensions: tuple[str, ...
 
 
 def _crashed(path: str) -> FileRejection:
-    st = os.stat(path)
     detail = "reading its header crashed the worker process, with pydicom too"
+    try:
+        st = os.stat(path)
+    except OSError:  # gone since: still named, never an error that stops the batch
+        return FileRejection(path, 0, 0, Reason.CORRUPT_FILE, detail, path)
     return FileRejection(path, st.st_size, st.st_mtime_ns, Reason.CORRUPT_FILE, detail, path)
 
 

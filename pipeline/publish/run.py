@@ -15,20 +15,21 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
 
 import pandas as pd
 import pydicom
 import requests
-from pydicom.errors import InvalidDicomError
 from rich.console import Console
 from rich.table import Table
 
 from pipeline import tracking
-from pipeline.config import Config
+from pipeline.config import Config, DicomwebAuthConfig
 from pipeline.data.manifest import MANIFEST, read_rows
 from pipeline.errors import DicomwebError, PublishError
 from pipeline.ingest import NOT_DICOM, SeriesRow, connect, failure_reason, quiet_http_logs, safe_url, series_sources
@@ -110,22 +111,34 @@ def _sources(todo: list[Result], manifest: Path, config: Config) -> dict[str, li
 
 def _send(client: DICOMwebClient, result: Result, paths: list[str], series_number: int) -> str | None:
     """Build and store the SR of one result; None when the PACS took it, else the reason."""
-    try:
-        evidence = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
-    except FileNotFoundError:
-        return "SOURCE_MISSING"
-    except (OSError, InvalidDicomError):
-        return "SOURCE_CHANGED"
-    try:
-        sr = build_report(evidence, result, series_number)
-    except (AttributeError, TypeError, ValueError) as exc:  # a header highdicom cannot reference
-        log.debug("series %s: no SR (%s)", result.series_key, type(exc).__name__)  # the text may quote UIDs
-        return "SR_NOT_BUILT"
+    # pydicom's and highdicom's warnings about odd values quote them (a birth date, a name): none may reach
+    # a log, so this stage's reading and building is done with warnings off.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            evidence = [pydicom.dcmread(p, stop_before_pixels=True) for p in paths]
+        except FileNotFoundError:
+            return "SOURCE_MISSING"
+        except Exception:  # unreadable now (cut short, replaced, a header pydicom cannot parse)
+            return "SOURCE_CHANGED"
+        try:
+            sr = build_report(evidence, result, series_number)
+        except (AttributeError, TypeError, ValueError) as exc:  # a header highdicom cannot reference
+            log.debug("series %s: no SR (%s)", result.series_key, type(exc).__name__)  # the text may quote UIDs
+            return "SR_NOT_BUILT"
     try:
         answer = client.store_instances([sr])
     except requests.RequestException as exc:
         return failure_reason(exc)
     return "STOW_REFUSED" if answer.get("FailedSOPSequence") else None  # present and empty on success
+
+
+def _login(config: Config, url: str) -> DicomwebAuthConfig:
+    """The pull's login, only for the server the pull logs in to: a publish.url on another host (or scheme or
+    port) must not receive that password or token, and gets no login."""
+    pulled = config.ingest.dicomweb
+    same = pulled.url is not None and urlsplit(pulled.url)[:2] == urlsplit(url)[:2]
+    return pulled.auth if same else DicomwebAuthConfig()
 
 
 def run_publish(config: Config, console: Console | None = None) -> PublishResult:
@@ -144,7 +157,7 @@ def run_publish(config: Config, console: Console | None = None) -> PublishResult
     quiet_http_logs()
     logging.getLogger("highdicom").setLevel(logging.WARNING)  # its INFO lines name the datasets it copies by UID
     try:
-        client = connect(config.ingest.dicomweb.model_copy(update={"url": url}))
+        client = connect(config.ingest.dicomweb.model_copy(update={"url": url, "auth": _login(config, url)}))
     except DicomwebError as exc:
         raise PublishError(exc.message) from None
     client.set_http_retry_params(retry=False)  # a failed result waits for the next run (or the task's retry)

@@ -14,6 +14,7 @@ Percentile windows are worked out on their first use: a CT never needs them.
 from __future__ import annotations
 
 import io
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -29,6 +30,7 @@ from pipeline.data.screen import Stored, read_checked
 from pipeline.data.volumes import PERCENTILES, channels_first
 from pipeline.review.unpacked import Stamp, Unpacked
 
+log = logging.getLogger(__name__)
 # (level, width) in HU; the usual lung, soft-tissue and bone settings.
 CT_PRESETS = {"lung": (-600.0, 1500.0), "soft-tissue": (40.0, 400.0), "bone": (400.0, 1800.0)}
 # Modalities without an absolute scale: percentiles of the whole scan.
@@ -151,17 +153,22 @@ class Renderer:
         keys = list(dict.fromkeys(keys))
         self.prepared = Prepared(total=len(keys))
         done: set[str] = set()
-        for key in keys:
-            if stop.is_set() or self.unpacked is None:
-                break
-            stamp = self._stamp(key)
-            if stamp is not None and self.files[key].sha256:  # without a digest there is nothing to verify
-                with self._gate(key):
-                    if self._read(key, stamp, keep=done) is None:
+        try:
+            for key in keys:
+                if stop.is_set() or self.unpacked is None:
+                    break
+                stamp = self._stamp(key)
+                if stamp is not None and self.files[key].sha256:  # without a digest there is nothing to verify
+                    with self._gate(key):
+                        kept = self._read(key, stamp, keep=done)
+                    if kept is None:
                         break  # the budget is full of scans this pass prepared
-            done.add(key)
-            self.prepared.done += 1
-        self.prepared.finished = True
+                done.add(key)
+                self.prepared.done += 1
+        except Exception:  # a full disk, a folder that cannot be written: the page must not wait forever
+            log.exception("review: preparing the worklist scans stopped")
+        finally:
+            self.prepared.finished = True
 
     def _cached(self, key: str, stamp: tuple[int, int]) -> Loaded | None:
         with self._lock:

@@ -39,6 +39,10 @@ class Unpacked:
         self.budget = budget
         self._lock = threading.Lock()
         folder.mkdir(parents=True, exist_ok=True)
+        # What a killed server left: temp files of writes cut short, and scalings whose voxels never came.
+        for left in folder.iterdir():
+            if left.name.startswith(".") or (left.suffix == ".json" and not left.with_suffix(".npy").exists()):
+                left.unlink(missing_ok=True)
 
     def _entry(self, key: str, sha256: str, stamp: Stamp) -> tuple[Path, Path]:
         """(voxels, scaling) files of the scan checked at ``stamp``."""
@@ -58,7 +62,10 @@ class Unpacked:
 
     def put(self, key: str, sha256: str, stamp: Stamp, stored: Stored, protect: set[str]) -> bool:
         """Keep a verified scan, making room by dropping the least recently opened scans not in ``protect``;
-        False (and nothing written) when even that leaves no room. Older entries of the scan itself go."""
+        False (and nothing written) when the scans in ``protect`` leave no room for it. Older entries of the
+        scan itself go. A scan larger than the whole budget is not kept (True: the others may still fit)."""
+        if stored.voxels.nbytes > self.budget:
+            return True
         with self._lock:
             entries = sorted(self._entries(), key=lambda e: e[2])
             stale = [npy for npy, _, _ in entries if npy.name.split(".", 1)[0] == key]

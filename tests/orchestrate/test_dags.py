@@ -186,7 +186,7 @@ def test_a_day_without_studies_succeeds_and_without_sources_is_skipped(airflow_e
 
 def test_the_daily_run_of_a_day_starts_when_the_day_is_over(airflow_env):
     """A day's studies arrive during that day: its run (logical date D) must start after D ends, not at its
-    start as a plain cron trigger would."""
+    start as a plain cron trigger would, and late enough for an association begun before midnight to end."""
     script = f"""
 import datetime as dt, runpy, sys
 sys.path.insert(0, {str(ROOT / "dags")!r})
@@ -204,3 +204,4 @@ print("NEXT", info.logical_date.isoformat(), info.run_after.isoformat())
     assert proc.returncode == 0 and line, proc.stdout[-2000:] + proc.stderr[-2000:]
     logical, run_after = (dt.datetime.fromisoformat(v) for v in line.split()[1:])
     assert logical.date() == dt.date(2026, 11, 30) and run_after - logical == dt.timedelta(days=1)
+    assert run_after.time() == dt.time(0, 30)  # half an hour for a C-STORE association begun before midnight

@@ -20,8 +20,8 @@ from review.conftest import Site, review_config, serving
 SHAPE = (16, 12, 10)
 
 
-def _ct(folder, name: str, seed: int) -> ScanFile:
-    voxels = np.random.default_rng(seed).integers(-1000, 1500, SHAPE, dtype=np.int16)
+def _ct(folder, name: str, seed: int, shape: tuple[int, int, int] = SHAPE) -> ScanFile:
+    voxels = np.random.default_rng(seed).integers(-1000, 1500, shape, dtype=np.int16)
     path = folder / f"{name}.nii.gz"
     image = nib.Nifti1Image(voxels, np.eye(4))
     image.header.set_slope_inter(1.0, -1024.0)
@@ -82,3 +82,28 @@ def test_the_served_page_reports_its_pass_and_prepares_the_worklists(reviewed, l
     expected = set(lists["to_label"]) | set(lists["flagged"])
     assert prepared == {"done": len(expected), "total": len(expected), "finished": True}
     assert {p.name.split(".")[0] for p in (tmp_path / "unpacked").glob("*.npy")} == expected
+
+
+def test_a_scan_over_the_whole_budget_is_passed_over_and_a_failing_pass_still_finishes(cts, tmp_path, monkeypatch):
+    size = np.dtype(np.int16).itemsize * int(np.prod(SHAPE))
+    small = {**cts, "a": _ct(tmp_path, "small", 9, shape=(4, 4, 2))}
+    renderer = Renderer(small, cache_size=4, unpacked=Unpacked(tmp_path / "unpacked", budget=size - 1))
+    renderer.prepare(["b", "a"], threading.Event())  # b alone is over the budget: a is still prepared
+    assert [p.name.split(".")[0] for p in (tmp_path / "unpacked").glob("*.npy")] == ["a"]
+
+    def full(*_):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(Unpacked, "put", full)
+    failing = Renderer(cts, cache_size=4, unpacked=Unpacked(tmp_path / "other", budget=10**9))
+    failing.prepare(["a", "b"], threading.Event())
+    assert failing.prepared.finished and failing.prepared.done == 0  # the page stops saying "preparing"
+
+
+def test_what_a_killed_server_left_in_the_folder_goes_at_the_next_start(tmp_path):
+    folder = tmp_path / "unpacked"
+    folder.mkdir()
+    (folder / ".a.x1.part.0123.npy").write_bytes(b"half")
+    (folder / "b.0123456789abcdef.json").write_text("{}")
+    Unpacked(folder, 10**9)
+    assert list(folder.iterdir()) == []
