@@ -10,7 +10,7 @@ fine-tuning, because pretraining must hold the same part out (``pretrain.exclude
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
@@ -90,17 +90,18 @@ def labelled_items(
     slices_per_volume: int,
     console: Console,
     classes: frozenset[int] = frozenset({0, 1}),
-    exclude: Sequence[Path] = (),
+    held: Collection[str] = frozenset(),
 ) -> list[Item]:
     """Usable items (images, or slices of volumes) with a 0/1 label. ``classes``: the labels that must be
-    among them (one-class scoring needs normal scans only). Scans ``exclude`` names are left out although
-    labelled: radiologists label what the page shows them, which can include scans a model is judged on."""
+    among them (one-class scoring needs normal scans only). The ``held`` scans (``excluded_scans`` of an
+    exclude list) are left out although labelled: radiologists label what the page shows them, which can
+    include scans a model is judged on."""
     rows = labelled_rows(manifest, labels, pseudonym_key, console)
-    if exclude:
-        held = rows.series_key.isin(excluded_scans(manifest, list(exclude), pseudonym_key, console))
-        if judged := int((held & rows.label.notna()).sum()):
+    if held:
+        out = rows.series_key.isin(set(held))
+        if judged := int((out & rows.label.notna()).sum()):
             console.print(f"[yellow]finetune: {judged} labelled scan(s) are held out by exclude: not trained on[/]")
-        rows = rows[~held]
+        rows = rows[~out]
     candidates = [it for it in items(rows, manifest.parent, spatial_dims, slices_per_volume) if it["label"] is not None]
     kept, _ = screen_and_report(candidates, manifest.parent, console, "finetune")
     kept = _distinct(kept, console)

@@ -30,7 +30,7 @@ from pipeline.config import Config, FinetuneConfig
 from pipeline.data.augment import RandViewd, views
 from pipeline.data.budget import Budget, draw
 from pipeline.data.items import digest, scans
-from pipeline.data.labelled import labelled_items, validation_split
+from pipeline.data.labelled import excluded_scans, labelled_items, validation_split
 from pipeline.device import resolve
 from pipeline.errors import FinetuneError
 from pipeline.finetune.fit import fit_full, fit_linear, fit_oneclass
@@ -113,6 +113,8 @@ def run_finetune(config: Config, console: Console, tags: dict[str, str] | None =
     device = resolve(cfg.device).device
     encoder, spec = load_encoder(cfg.encoder, config.pretrain, config.tracking, cfg.seed)
     classes = frozenset({0}) if cfg.mode == "oneclass" else frozenset({0, 1})
+    # The scans evaluate and promote judge on: neither trained on, even labelled, nor semi's unlabelled ones.
+    excluded = excluded_scans(cfg.manifest, cfg.exclude, config.ingest.secret(), console) if cfg.exclude else set()
     labelled = labelled_items(
         cfg.manifest,
         cfg.labels,
@@ -121,7 +123,7 @@ def run_finetune(config: Config, console: Console, tags: dict[str, str] | None =
         config.pretrain.slices_per_volume,
         console,
         classes,
-        cfg.exclude,
+        excluded,
     )
     if {it["label"] for it in labelled} == {0}:  # one-class from normal scans alone: nothing to validate on
         train, val = labelled, []
@@ -134,7 +136,9 @@ def run_finetune(config: Config, console: Console, tags: dict[str, str] | None =
     val_images = spec.load(val) if val else None
     pool = {id(it): i for i, it in enumerate(train)}
     train_images = spec.load(train)
-    unlabelled = unlabelled_items(cfg.manifest, config, spec.spatial_dims, val, console) if cfg.mode == "semi" else []
+    unlabelled = (
+        unlabelled_items(cfg.manifest, config, spec.spatial_dims, val, excluded, console) if cfg.mode == "semi" else []
+    )
     unlabelled_images = spec.load(unlabelled) if unlabelled else None
     if cfg.mode == "semi" and not unlabelled:
         raise FinetuneError(f"{cfg.manifest}: semi mode found no unlabelled scan outside the validation part")

@@ -39,19 +39,19 @@ from pipeline.config import Config, FinetuneConfig
 from pipeline.data.augment import RandViewd
 from pipeline.data.budget import by_content
 from pipeline.data.items import Item, items, scans
-from pipeline.data.labelled import excluded_scans
 from pipeline.data.manifest import read_manifest
 from pipeline.data.screen import screen_and_report
 from pipeline.finetune.fit import training_setup
 
 
 def unlabelled_items(
-    manifest: Path, config: Config, spatial_dims: int, validation: list[Item], console: Console
+    manifest: Path, config: Config, spatial_dims: int, validation: list[Item], excluded: set[str], console: Console
 ) -> list[Item]:
     """The pool (see the module docstring): at most ``semi.max_unlabelled`` scans, drawn by ``seed`` in the
-    order of their content, so the pool does not depend on the pseudonym key."""
+    order of their content, so the pool does not depend on the pseudonym key. ``excluded``: the scans
+    ``finetune.exclude`` names (``excluded_scans``), matched once by the caller."""
     cfg = config.finetune
-    held = scans(validation) | excluded_scans(manifest, cfg.exclude, config.ingest.secret(), console)
+    held = scans(validation) | excluded
     rows = read_manifest(manifest)
     rows = rows[~rows.series_key.isin(held)]
     found = items(rows, manifest.parent, spatial_dims, config.pretrain.slices_per_volume)

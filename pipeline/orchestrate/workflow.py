@@ -28,7 +28,7 @@ from pipeline.atomic import write_text
 from pipeline.config import Config, PretrainConfig
 from pipeline.curve import run_curve
 from pipeline.data.items import digest, items, scans
-from pipeline.data.labelled import labelled_items, validation_split
+from pipeline.data.labelled import excluded_scans, labelled_items, validation_split
 from pipeline.data.manifest import read_manifest, union_manifest
 from pipeline.errors import DataError, LabelsError, WorkflowError
 from pipeline.evaluate import run_evaluate
@@ -164,7 +164,7 @@ class Steps:
                 pre.spatial_dims,
                 pre.slices_per_volume,
                 self.console,
-                exclude=self._finetune_exclude(),
+                held=excluded_scans(manifest, self._finetune_exclude(), self.config.ingest.secret(), self.console),
             )
             held = scans(validation_split(found, fine.val_fraction, fine.seed)[1])
         except LabelsError:  # an unreadable CSV is the user's to fix

@@ -11,7 +11,7 @@ from conftest import PNEUMONIA, pneumonia_images
 from rich.console import Console
 
 from pipeline.data.items import scans
-from pipeline.data.labelled import labelled_items, labelled_scans
+from pipeline.data.labelled import excluded_scans, labelled_items, labelled_scans
 from pipeline.data.labels import read_keyed_labels, read_labels
 from pipeline.errors import LabelsError
 
@@ -60,6 +60,8 @@ def test_scans_an_exclude_list_names_are_not_trained_on_even_labelled(four_image
     pd.DataFrame({"series_key": keys, "label": [0, 1, 0, 1]}).to_csv(labels, index=False)
     pd.DataFrame({"series_key": keys[:1], "label": [0]}).to_csv(judged, index=False)
     out = io.StringIO()
-    found = labelled_items(manifest_path, labels, None, 2, 0, Console(file=out, width=200), exclude=[judged])
+    console = Console(file=out, width=200)
+    held = excluded_scans(manifest_path, [judged], None, console)
+    found = labelled_items(manifest_path, labels, None, 2, 0, console, held=held)
     assert scans(found) == set(keys[1:])
     assert "1 labelled scan(s) are held out by exclude" in out.getvalue()
